@@ -1,0 +1,77 @@
+# Hand detection toolkit. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+MODEL_DIR        := hand_inference_graph
+HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
+SHARED           ?= ../shared
+VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
+DEMO_OUTPUT      ?= results/demo.mp4
+EGOHANDS_ZIP     ?=
+CALIBRATION      ?=
+RUN              ?= egohands
+TEST_ARGS        ?=
+
+.PHONY: help install model demo data video train export eval bench bench-data test lint clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: VIDEO=$(VIDEO) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN)"
+
+install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@# tf-models-official's opencv-python-headless shares the cv2 folder: put the GUI build back on top.
+	$(PY) -m pip install -q --no-deps --force-reinstall "$$(grep -E '^opencv-python==' requirements.txt)"
+	$(PY) -c "import cv2, re, sys; sys.exit(0 if re.search(r'(QT|GTK\+):\s+YES', cv2.getBuildInformation()) else 'cv2 has no GUI backend: opencv-python-headless shadows opencv-python')"
+	touch $@
+
+model: install ## Fetch the pretrained EgoHands model (npm handtrackjs@0.1.5) and export every format
+	$(PY) fetch_pretrained.py
+	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR) \
+		$(if $(CALIBRATION),--calibration $(CALIBRATION))
+
+demo: model ## Detect hands in VIDEO headless: annotated video in results/demo.mp4, FPS printed
+	$(PY) detect_single_threaded.py --source $(VIDEO) --display 0 --output $(DEMO_OUTPUT) --json results/demo.jsonl
+
+data: install ## EgoHands -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP=zip to skip the download)
+	$(PY) egohands_dataset_clean.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
+	$(PY) generate_tfrecord.py
+
+video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHANDS_ZIP=... for a local zip)
+	$(PY) make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
+
+train: model data ## Fine-tune the hand detector (config in model-checkpoint/, RUN=name)
+	$(PY) train.py --run $(RUN)
+
+export: install ## Export the latest checkpoint of RUN to hand_inference_graph/
+	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR)
+
+eval: model ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on the eval split
+	$(PY) evaluate.py --model $(MODEL_DIR)
+
+bench: model ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
+	$(PY) bench.py --source $(VIDEO)
+
+bench-data: install ## Benchmark the data pipeline (images/s) on the shared EgoHands sample
+	$(PY) bench_data.py
+
+test: model ## Run the test suite
+	$(PY) -m pytest tests $(TEST_ARGS)
+
+lint: install ## Lint with ruff
+	$(VENV)/bin/ruff check .
+
+clean: ## Remove build outputs (keeps .venv and the download cache)
+	rm -rf $(filter-out $(MODEL_DIR)/hand_label_map.pbtxt,$(wildcard $(MODEL_DIR)/*)) \
+		data images results *_labels.csv .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Export a hand detector into hand_inference_graph/: frozen graph, SavedModel and TFLite models.
+
+Every file follows one tensor contract: `image_tensor` uint8 [1,H,W,3] RGB in;
+`detection_boxes` (normalized ymin,xmin,ymax,xmax), `detection_scores`, `detection_classes`
+(label map ids), `num_detections` out. (The TFLite models take the resized, normalized
+[1,300,300,3] image instead; utils/detector_utils.py does that resize.)
+
+Sources:
+  --from-tfjs DIR     the pretrained handtrack.js model (what `make model` does after fetch_pretrained.py)
+  --checkpoint DIR    a checkpoint trained by train.py (`make export`)
+
+int8 TFLite is calibrated on real hand frames: --calibration (videos, images, folders, globs or an
+EgoHands zip); by default the shared hand video and EgoHands sample when present. Without any,
+the int8 model is skipped and the detectors use the float32 one.
+A second run with the same inputs rebuilds nothing (the manifest records them).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from utils import config
+
+EXPORTER_CODE = [config.ROOT / "export_inference_graph.py", config.ROOT / "utils" / "export_lib.py",
+                 config.ROOT / "utils" / "tfjs_model.py"]
+EXPECTED_FILES = [config.LABEL_MAP_NAME, config.FROZEN_GRAPH_NAME, config.SAVED_MODEL_NAME,
+                  config.TFLITE_FP32_NAME]
+
+
+def default_calibration_sources() -> list[str]:
+    return [str(p) for p in (config.SHARED_HAND_VIDEO, config.SHARED_EGOHANDS_ZIP) if p.exists()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-tfjs", type=Path, metavar="DIR",
+                        help="folder of the TF.js 0.x model (tensorflowjs_model.pb + weights_manifest.json)")
+    source.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="a training run folder or checkpoint prefix written by train.py")
+    parser.add_argument("--output_directory", "--output-dir", type=Path, default=config.MODEL_DIR,
+                        help="where the model files go (default: %(default)s)")
+    parser.add_argument("--calibration", action="append", metavar="SRC",
+                        help="real hand frames for int8 calibration: video, image, folder, glob or "
+                             "EgoHands zip; repeatable (default: the ../shared hand video and sample)")
+    parser.add_argument("--calibration-frames", type=int, default=config.CALIBRATION_FRAMES,
+                        help="frames used for calibration, spread evenly over the sources (default: %(default)s)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite model")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the manifest says up to date")
+    return parser.parse_args(argv)
+
+
+def calibration_reader(sources: list[str], total: int):
+    """A re-iterable of RGB frames: `total` split evenly over the sources."""
+    from utils.frames import iter_rgb_frames
+
+    per_source = max(1, total // len(sources))
+
+    def frames():
+        return itertools.chain.from_iterable(iter_rgb_frames(s, per_source) for s in sources)
+    return frames
+
+
+def load_source(args: argparse.Namespace):
+    """(core GraphDef, anchors, class names, source description) for the chosen source."""
+    from utils.export_lib import code_fingerprint, folder_fingerprint
+
+    if args.from_tfjs is not None:
+        from utils.tfjs_model import core_graph_def_from_tfjs, load_tfjs_graph_def
+
+        tfjs_dir = args.from_tfjs
+        package_json = tfjs_dir.parent.parent.parent / "package.json"
+        package = json.loads(package_json.read_text()) if package_json.exists() else {}
+        source = {"kind": "tfjs", "package": package.get("name"), "version": package.get("version"),
+                  "license": package.get("license"), "tfjs_sha256": folder_fingerprint(tfjs_dir)}
+
+        def load():
+            core, anchors = core_graph_def_from_tfjs(load_tfjs_graph_def(tfjs_dir))
+            return core, anchors, ["hand"]
+    else:
+        from utils import ssd_model  # the trainable model (train.py)
+
+        source, load = ssd_model.export_source(args.checkpoint)
+    source["exporter_sha256"] = code_fingerprint(EXPORTER_CODE)
+    return source, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.export_lib import export_model, is_up_to_date
+    from utils.frames import FrameSourceError
+    from utils.tfjs_model import TfjsModelError
+
+    calibration = [] if args.no_int8 else (args.calibration or default_calibration_sources())
+    for src in calibration:
+        if not any(ch in src for ch in "*?[") and not Path(src).exists():
+            print(f"error: {src}: calibration source not found; pass --calibration with real hand frames "
+                  f"or --no-int8", file=sys.stderr)
+            return 2
+    try:
+        source, load = load_source(args)
+        source["calibration"] = {"sources": [Path(s).name for s in calibration],
+                                 "frames": args.calibration_frames} if calibration else None
+        expected = EXPECTED_FILES + ([config.TFLITE_INT8_NAME] if calibration else [])
+        if not args.force and is_up_to_date(args.output_directory, source, expected):
+            print(f"{args.output_directory}: up to date (manifest matches), nothing to do")
+            return 0
+        core, anchors, class_names = load()
+        reader = calibration_reader(calibration, args.calibration_frames) if calibration else None
+        manifest = export_model(core, anchors, class_names, args.output_directory, source, reader)
+    except (TfjsModelError, FrameSourceError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, meta in manifest["files"].items():
+        print(f"  {name:50s} {meta['bytes']:>10,d} bytes")
+    print(f"exported to {args.output_directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

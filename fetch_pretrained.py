@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Download the pretrained EgoHands hand detector (npm package handtrackjs@0.1.5, MIT licence).
+
+`npm pack` fetches the package into a cache folder; the tarball is refused (and deleted) unless
+its sha256 matches the pinned value; its TF.js model folder is then extracted and printed.
+A second run with the tarball in the cache downloads nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils import config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, default=config.HANDTRACKJS_CACHE,
+                        help="folder for the npm tarball and its extracted model (default: %(default)s)")
+    parser.add_argument("--sha256", default=config.HANDTRACKJS_SHA256,
+                        help="pinned sha256 of the tarball; a download that differs is deleted (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.pretrained import PretrainedFetchError, fetch_handtrackjs_model
+
+    try:
+        model_dir = fetch_handtrackjs_model(args.cache_dir, args.sha256)
+    except (PretrainedFetchError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hand-detection toolkit: small, tested building blocks behind the top-level scripts."""

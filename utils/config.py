@@ -1,0 +1,66 @@
+"""One source for the project's paths and defaults.
+
+Every script and test imports its paths from here, so moving a folder is a one-line change.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Build outputs (gitignored, made by make targets).
+CACHE_DIR = ROOT / ".cache"
+MODEL_DIR = ROOT / "hand_inference_graph"
+DATA_DIR = ROOT / "data"
+IMAGES_DIR = ROOT / "images"
+CHECKPOINT_DIR = ROOT / "model-checkpoint"
+VIDEOS_DIR = ROOT / "videos"
+RESULTS_DIR = ROOT / "results"
+
+# Files inside hand_inference_graph/ (one tensor contract for all of them, see README).
+FROZEN_GRAPH_NAME = "frozen_inference_graph.pb"
+SAVED_MODEL_NAME = "saved_model"
+TFLITE_FP32_NAME = "hand_detector.tflite"
+TFLITE_INT8_NAME = "hand_detector_int8.tflite"
+LABEL_MAP_NAME = "hand_label_map.pbtxt"
+MANIFEST_NAME = "manifest.json"
+
+FROZEN_GRAPH_PATH = MODEL_DIR / FROZEN_GRAPH_NAME
+SAVED_MODEL_PATH = MODEL_DIR / SAVED_MODEL_NAME
+TFLITE_FP32_PATH = MODEL_DIR / TFLITE_FP32_NAME
+TFLITE_INT8_PATH = MODEL_DIR / TFLITE_INT8_NAME
+LABEL_MAP_PATH = MODEL_DIR / LABEL_MAP_NAME
+
+# The pretrained EgoHands model ships in this npm package (MIT licence).
+HANDTRACKJS_PACKAGE = "handtrackjs"
+HANDTRACKJS_VERSION = "0.1.5"
+HANDTRACKJS_SHA256 = "e79982ff90a15279625080114504768911f624fad9d056adfa869c8d92b62a45"
+HANDTRACKJS_MODEL_SUBDIR = "package/models/web/ssdlitemobilenetv2"
+HANDTRACKJS_CACHE = CACHE_DIR / "handtrackjs"
+HANDTRACKJS_MODEL_DIR = HANDTRACKJS_CACHE / f"{HANDTRACKJS_PACKAGE}-{HANDTRACKJS_VERSION}" / HANDTRACKJS_MODEL_SUBDIR
+
+# The tensor contract.
+INPUT_TENSOR = "image_tensor"
+OUTPUT_TENSORS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+# SSDLite-MobileNetV2 as trained by the original project.
+MODEL_INPUT_SIZE = 300
+NUM_ANCHORS = 1917
+NMS_IOU_THRESHOLD = 0.6  # the original pipeline.config's value
+MAX_DETECTIONS = 100
+
+# int8 calibration: real hand frames, evenly spread over the sources.
+CALIBRATION_FRAMES = 100
+
+# Detector defaults.
+DEFAULT_SCORE_THRESHOLD = 0.2
+DEFAULT_NUM_HANDS = 2
+DEFAULT_WIDTH = 320
+DEFAULT_HEIGHT = 240
+
+# Real data beside the checkout (absent on a user's fresh clone; tests skip then).
+SHARED_DIR = Path(os.environ.get("HANDTRACK_SHARED_DIR", ROOT.parent / "shared"))
+SHARED_EGOHANDS_ZIP = SHARED_DIR / "egohands-sample" / "egohands_data.zip"
+SHARED_EGOHANDS_LABELS = SHARED_DIR / "egohands-sample" / "labels.csv"
+SHARED_HAND_VIDEO = SHARED_DIR / "videos" / "hand_desk.mp4"

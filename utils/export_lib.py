@@ -1,0 +1,282 @@
+"""Turn an SSD "core" graph into the files of hand_inference_graph/, all with one tensor contract.
+
+A core is a frozen GraphDef with input `preprocessed:0` float [N,300,300,3] (pixels*2/255-1)
+and outputs `box_encodings:0` [N,A,4] (Faster R-CNN encodings, scales 10,10,5,5) and
+`class_logits:0` [N,A,C+1] (column 0 the background), plus its A corner-form anchors. Both the
+converted handtrack.js model and a trained checkpoint are exported through here, so detectors
+load either the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+import numpy as np
+
+from utils import config
+from utils.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.graph_pb2 import GraphDef
+
+BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w: the Faster R-CNN coder of the pipeline
+NMS_SCORE_THRESHOLD = 1e-8                  # the original pipeline.config's value
+CORE_INPUT = "preprocessed:0"
+CORE_OUTPUTS = ("box_encodings:0", "class_logits:0")
+# The TFLite model's input: the resized, normalized image (the runtime does the legacy resize).
+TFLITE_INPUT_NAME = "preprocessed"
+# Outputs of TFLite_Detection_PostProcess, in the op's order.
+TFLITE_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+
+
+def _tf():
+    import tensorflow as tf
+    return tf
+
+
+def decode_boxes(encodings, anchors: np.ndarray):
+    """Faster R-CNN decoding of [N,A,4] (ty,tx,th,tw) against corner-form anchors -> corner boxes."""
+    tf = _tf()
+    ymin, xmin, ymax, xmax = (anchors[:, i] for i in range(4))
+    ha, wa = ymax - ymin, xmax - xmin
+    yca, xca = ymin + ha / 2, xmin + wa / 2
+    ty, tx, th, tw = tf.unstack(encodings, axis=-1)
+    sy, sx, sh, sw = BOX_CODER_SCALES
+    h, w = tf.exp(th / sh) * ha, tf.exp(tw / sw) * wa
+    yc, xc = ty / sy * ha + yca, tx / sx * wa + xca
+    return tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=-1)
+
+
+def legacy_resize_and_normalize(image_uint8, size: int = config.MODEL_INPUT_SIZE):
+    """What the original graph did: TF1 bilinear resize (no half-pixel centers), then x*2/255-1."""
+    tf = _tf()
+    resized = tf.compat.v1.image.resize_bilinear(tf.cast(image_uint8, tf.float32), [size, size],
+                                                 align_corners=False, half_pixel_centers=False)
+    return (2.0 / 255.0) * resized - 1.0
+
+
+def build_detection_graph_def(core: "GraphDef", anchors: np.ndarray,
+                              max_detections: int = config.MAX_DETECTIONS,
+                              iou_threshold: float = config.NMS_IOU_THRESHOLD) -> "GraphDef":
+    """image_tensor uint8 [N,H,W,3] -> the contract, with NMS, as one frozen GraphDef.
+
+    Also exposes `raw_detection_boxes` [N,A,4] and `raw_detection_scores` [N,A,C] (before NMS).
+    """
+    tf = _tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        image = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name=config.INPUT_TENSOR)
+        preprocessed = legacy_resize_and_normalize(image)
+        encodings, logits = tf.graph_util.import_graph_def(
+            core, input_map={CORE_INPUT: preprocessed}, return_elements=list(CORE_OUTPUTS), name="ssd")
+        boxes = tf.identity(decode_boxes(encodings, anchors), name="raw_detection_boxes")
+        scores = tf.identity(tf.sigmoid(logits)[:, :, 1:], name="raw_detection_scores")
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=max_detections,
+            max_total_size=max_detections, iou_threshold=iou_threshold,
+            score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=False)
+        tf.identity(nmsed.nmsed_boxes, name="detection_boxes")
+        tf.identity(nmsed.nmsed_scores, name="detection_scores")
+        tf.identity(nmsed.nmsed_classes + 1.0, name="detection_classes")  # label map ids are 1-based
+        tf.cast(nmsed.valid_detections, tf.float32, name="num_detections")
+    outputs = list(config.OUTPUT_TENSORS) + ["raw_detection_boxes", "raw_detection_scores"]
+    return tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), outputs)
+
+
+def wrap_graph_def(graph_def: "GraphDef", inputs: Sequence[str], outputs: Sequence[str]):
+    """A TF2 concrete function running a frozen GraphDef (how TF2 runs TF1 graphs)."""
+    tf = _tf()
+    wrapped = tf.compat.v1.wrap_function(
+        lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    graph = wrapped.graph
+    return wrapped.prune([graph.as_graph_element(n) for n in inputs],
+                         [graph.as_graph_element(n) for n in outputs])
+
+
+def write_saved_model(detection_graph: "GraphDef", path: str | Path) -> None:
+    """SavedModel with a `serving_default` signature: image_tensor -> the contract's four outputs."""
+    tf = _tf()
+    names = list(config.OUTPUT_TENSORS)
+    fn = wrap_graph_def(detection_graph, [f"{config.INPUT_TENSOR}:0"], [f"{n}:0" for n in names])
+
+    class DetectionModule(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                    name=config.INPUT_TENSOR)])
+        def serve(self, image_tensor):
+            return dict(zip(names, fn(image_tensor)))
+
+    module = DetectionModule()
+    module.graph_fn = fn  # tracked, so the pruned graph is saved with the module
+    with atomic_path(path) as tmp:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+
+
+def _postprocess_signature(num_classes: int, max_detections: int, iou_threshold: float) -> str:
+    sy, sx, sh, sw = BOX_CODER_SCALES
+    attrs = [("max_detections", "i", max_detections), ("max_classes_per_detection", "i", 1),
+             ("detections_per_class", "i", max_detections), ("use_regular_nms", "b", "false"),
+             ("nms_score_threshold", "f", NMS_SCORE_THRESHOLD), ("nms_iou_threshold", "f", iou_threshold),
+             ("y_scale", "f", sy), ("x_scale", "f", sx), ("h_scale", "f", sh), ("w_scale", "f", sw),
+             ("num_classes", "i", num_classes)]
+    return " ".join(['name: "TFLite_Detection_PostProcess"']
+                    + [f'attr {{ key: "{k}" value {{ {t}: {v} }} }}' for k, t, v in attrs])
+
+
+def _center_size(anchors: np.ndarray) -> np.ndarray:
+    ymin, xmin, ymax, xmax = anchors.T
+    return np.stack([(ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin], 1).astype(np.float32)
+
+
+def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
+                        fp32_path: str | Path, int8_path: str | Path | None,
+                        calibration_images: Callable[[], Iterable[np.ndarray]] | None = None,
+                        max_detections: int = config.MAX_DETECTIONS,
+                        iou_threshold: float = config.NMS_IOU_THRESHOLD) -> None:
+    """TFLite float32 and full-integer int8 models: preprocessed [1,300,300,3] in, the contract out.
+
+    NMS is TFLite's built-in TFLite_Detection_PostProcess op, reached through an
+    `experimental_implements` function that only converts from a SavedModel.
+    `calibration_images` yields RGB uint8 frames of any size (real hand frames).
+    """
+    tf = _tf()
+    size = config.MODEL_INPUT_SIZE
+    core_fn = wrap_graph_def(core, [CORE_INPUT], list(CORE_OUTPUTS))
+    anchors_cs = _center_size(anchors)
+
+    @tf.function(experimental_implements=_postprocess_signature(num_classes, max_detections, iou_threshold))
+    def postprocess(box_encodings, class_predictions, anchor_boxes):
+        # Stand-in body: the converter replaces this whole function by the TFLite op.
+        zero = tf.constant(0.0, tf.float32)
+        return zero, zero, zero, zero
+
+    class TfliteModule(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=TFLITE_INPUT_NAME)])
+        def serve(self, preprocessed):
+            encodings, logits = core_fn(preprocessed)
+            outputs = postprocess(encodings, tf.sigmoid(logits), tf.constant(anchors_cs))
+            return dict(zip(TFLITE_OUTPUTS, outputs))
+
+    module = TfliteModule()
+    module.core_fn = core_fn
+    work = Path(fp32_path).parent / ".tflite_saved_model.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(work), signatures={"serving_default": module.serve})
+
+        def convert(quantize: bool) -> bytes:
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(work))
+            converter.allow_custom_ops = True
+            if quantize:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = lambda: (
+                    [preprocess_for_tflite(rgb)] for rgb in calibration_images())
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+            return converter.convert()
+
+        atomic_write_bytes(fp32_path, convert(quantize=False))
+        if int8_path is not None:
+            if calibration_images is None:
+                raise ValueError("int8 TFLite needs calibration images")
+            atomic_write_bytes(int8_path, convert(quantize=True))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def legacy_resize_matrix(width: int, height: int, size: int = config.MODEL_INPUT_SIZE) -> np.ndarray:
+    """Affine map (inverse) for cv2.warpAffine that samples like TF1's legacy bilinear resize.
+
+    TF1 maps output pixel i to input i*in/out (no half-pixel offset); cv2.resize does not, so
+    warpAffine with this pure scale and WARP_INVERSE_MAP is used instead (matches to ~1e-7).
+    """
+    return np.array([[width / size, 0.0, 0.0], [0.0, height / size, 0.0]], dtype=np.float64)
+
+
+def preprocess_for_tflite(rgb: np.ndarray, size: int = config.MODEL_INPUT_SIZE) -> np.ndarray:
+    """RGB uint8 [H,W,3] -> float32 [1,size,size,3] in [-1,1], as the original graph's Preprocessor."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    resized = cv2.warpAffine(rgb.astype(np.float32), legacy_resize_matrix(width, height, size), (size, size),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return (resized * np.float32(2.0 / 255.0) - np.float32(1.0))[np.newaxis]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(model_dir: Path, source: dict) -> dict:
+    """manifest.json: where the model came from and the sha256 of every file beside it."""
+    files = {}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        if rel != config.MANIFEST_NAME and not rel.startswith("."):
+            files[rel] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+    manifest = {"source": source, "contract": {"input": config.INPUT_TENSOR,
+                                               "outputs": list(config.OUTPUT_TENSORS)}, "files": files}
+    atomic_write_text(model_dir / config.MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def code_fingerprint(paths: Sequence[Path]) -> str:
+    """sha256 over source files: a change to the exporter invalidates what it built."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_of(path).encode())
+    return digest.hexdigest()
+
+
+def is_up_to_date(model_dir: Path, source: dict, expected_files: Sequence[str]) -> bool:
+    """True when model_dir's manifest records this exact source and every file still matches it."""
+    try:
+        manifest = json.loads((Path(model_dir) / config.MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    files = manifest.get("files", {})
+    if manifest.get("source") != source or any(
+            not any(f == name or f.startswith(name + "/") for f in files) for name in expected_files):
+        return False
+    return all((Path(model_dir) / rel).is_file() and sha256_of(Path(model_dir) / rel) == meta["sha256"]
+               for rel, meta in files.items())
+
+
+def export_model(core: "GraphDef", anchors: np.ndarray, class_names: Sequence[str], output_dir: Path,
+                 source: dict, calibration_images: Callable[[], Iterable[np.ndarray]] | None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Write every file of hand_inference_graph/ into output_dir, then its manifest (written last,
+    so a manifest means a complete export)."""
+    from utils.label_map import write_label_map
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / config.MANIFEST_NAME).unlink(missing_ok=True)
+    write_label_map(output_dir / config.LABEL_MAP_NAME, class_names)
+    log(f"building {config.FROZEN_GRAPH_NAME} (with non-max suppression)")
+    detection_graph = build_detection_graph_def(core, anchors)
+    atomic_write_bytes(output_dir / config.FROZEN_GRAPH_NAME, detection_graph.SerializeToString())
+    log(f"building {config.SAVED_MODEL_NAME}/")
+    write_saved_model(detection_graph, output_dir / config.SAVED_MODEL_NAME)
+    int8_path = output_dir / config.TFLITE_INT8_NAME
+    if calibration_images is None:
+        int8_path.unlink(missing_ok=True)
+        log(f"skipping {config.TFLITE_INT8_NAME}: no calibration frames (pass --calibration)")
+    log(f"building {config.TFLITE_FP32_NAME}" + ("" if calibration_images is None
+                                                  else f" and {config.TFLITE_INT8_NAME} (calibrating)"))
+    write_tflite_models(core, anchors, len(class_names), output_dir / config.TFLITE_FP32_NAME,
+                        int8_path if calibration_images is not None else None, calibration_images)
+    return write_manifest(output_dir, source)

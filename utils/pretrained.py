@@ -1,0 +1,79 @@
+"""Fetch the pretrained EgoHands model from the npm package handtrackjs, checksum-pinned."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from utils import config
+from utils.export_lib import sha256_of
+from utils.fileio import atomic_path
+
+
+PACKAGE_METADATA = ("package/package.json", "package/LICENSE")
+
+
+class PretrainedFetchError(RuntimeError):
+    """npm missing, the download failing, or a tarball that is not the pinned one."""
+
+
+def tarball_name(package: str = config.HANDTRACKJS_PACKAGE, version: str = config.HANDTRACKJS_VERSION) -> str:
+    return f"{package}-{version}.tgz"
+
+
+def verify_tarball(path: Path, expected_sha256: str) -> None:
+    """Refuse (and delete) a tarball whose sha256 is not the pinned one."""
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        path.unlink()
+        raise PretrainedFetchError(
+            f"{path}: sha256 {actual} does not match the pinned {expected_sha256}; the download was "
+            f"deleted. Run `make model` again; if it persists the npm package changed: do not trust it")
+
+
+def npm_pack(cache_dir: Path, package: str = config.HANDTRACKJS_PACKAGE,
+             version: str = config.HANDTRACKJS_VERSION) -> Path:
+    """`npm pack package@version` into cache_dir (skipped when the tarball is already there)."""
+    tarball = cache_dir / tarball_name(package, version)
+    if tarball.exists():
+        return tarball
+    npm = shutil.which("npm")
+    if npm is None:
+        raise PretrainedFetchError("npm: not found; install Node.js and npm (Debian: `apt-get install npm`), "
+                                   "then run `make model` again")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".npm-pack.") as tmp_dir:
+        result = subprocess.run([npm, "pack", f"{package}@{version}", "--pack-destination", tmp_dir],
+                                capture_output=True, text=True)
+        packed = Path(tmp_dir) / tarball.name
+        if result.returncode != 0 or not packed.exists():
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise PretrainedFetchError(f"npm pack {package}@{version} failed: {last}")
+        os.replace(packed, tarball)
+    return tarball
+
+
+def extract_model(tarball: Path, dest: Path, member_dir: str = config.HANDTRACKJS_MODEL_SUBDIR) -> Path:
+    """Extract only the model folder of the package into dest; returns the model folder."""
+    model_dir = dest / member_dir
+    if model_dir.is_dir():
+        return model_dir
+    with atomic_path(dest) as tmp:
+        with tarfile.open(tarball, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and (
+                m.name.startswith(member_dir + "/") or m.name in PACKAGE_METADATA)]
+            if not members:
+                raise PretrainedFetchError(f"{tarball}: has no {member_dir}/ folder")
+            tar.extractall(tmp, members=members, filter="data")
+    return model_dir
+
+
+def fetch_handtrackjs_model(cache_dir: Path = config.HANDTRACKJS_CACHE,
+                            expected_sha256: str = config.HANDTRACKJS_SHA256) -> Path:
+    """Download (once), verify and extract handtrack.js's SSDLite model; returns its folder."""
+    tarball = npm_pack(cache_dir)
+    verify_tarball(tarball, expected_sha256)
+    return extract_model(tarball, cache_dir / tarball.stem)
