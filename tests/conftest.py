@@ -44,3 +44,30 @@ def model_dir() -> Path:
                  config.TFLITE_INT8_NAME):
         _require(config.MODEL_DIR / name, f"model file {name}", "run `make model` first")
     return config.MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def chess_sample(egohands_sample_zip, egohands_sample_labels):
+    """The CHESS_COURTYARD_B_T frames (RGB) and their ground truth as class-agnostic hands."""
+    import zipfile
+
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from utils.evaluation import ImageAnnotations
+
+    video = "CHESS_COURTYARD_B_T"
+    labels = pd.read_csv(egohands_sample_labels)
+    frames, truth = [], []
+    with zipfile.ZipFile(egohands_sample_zip) as archive:
+        names = sorted(n for n in archive.namelist() if f"/{video}/" in n and n.endswith(".jpg"))
+        for name in names:
+            bgr = cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR)
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            rows = labels[labels.filename == f"{video}/{name.rsplit('/', 1)[1]}"]
+            truth.append(ImageAnnotations(bgr.shape[1], bgr.shape[0],
+                                          rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy(float),
+                                          np.ones(len(rows), int)))
+    assert len(frames) == 100, f"expected 100 {video} frames in {egohands_sample_zip}"
+    return frames, truth

@@ -167,8 +167,9 @@ class TFLiteDetector(HandDetector):
         from utils.export_lib import preprocess_for_tflite
 
         out = self.runner(**{self._input_name: preprocess_for_tflite(_check_rgb(rgb))})
-        # TFLite_Detection_PostProcess numbers classes from 0 (first non-background class).
-        return _detections(out["detection_boxes"][0], out["detection_scores"][0],
+        # TFLite_Detection_PostProcess numbers classes from 0 (first non-background class) and does
+        # not clip boxes to the image as the graph's NMS does.
+        return _detections(np.clip(out["detection_boxes"][0], 0.0, 1.0), out["detection_scores"][0],
                            out["detection_classes"][0] + 1, out["num_detections"][0])
 
     def clone(self) -> "TFLiteDetector":

@@ -77,7 +77,7 @@ def build_detection_graph_def(core: "GraphDef", anchors: np.ndarray,
         nmsed = tf.image.combined_non_max_suppression(
             boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=max_detections,
             max_total_size=max_detections, iou_threshold=iou_threshold,
-            score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=False)
+            score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=True)  # to the image, as the OD API did
         tf.identity(nmsed.nmsed_boxes, name="detection_boxes")
         tf.identity(nmsed.nmsed_scores, name="detection_scores")
         tf.identity(nmsed.nmsed_classes + 1.0, name="detection_classes")  # label map ids are 1-based

@@ -1,0 +1,89 @@
+"""The runtime API: backend choice, the seed's helpers, and clear errors for bad model files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils import config, detector_utils
+from utils.detector_utils import ModelLoadError
+
+
+def test_backend_is_picked_from_the_file(model_dir):
+    expected = {config.FROZEN_GRAPH_NAME: "frozen_graph", config.SAVED_MODEL_NAME: "saved_model",
+                config.TFLITE_FP32_NAME: "tflite", config.TFLITE_INT8_NAME: "tflite"}
+    for name, backend in expected.items():
+        assert detector_utils.load_inference_graph(model_dir / name).backend == backend
+    assert detector_utils.load_inference_graph(model_dir).path.name == config.TFLITE_INT8_NAME
+
+
+def test_seed_helpers_keep_their_meaning(model_dir, chess_sample):
+    frame = chess_sample[0][0]
+    detector = detector_utils.load_inference_graph(model_dir / config.TFLITE_FP32_NAME)
+    boxes, scores = detector_utils.detect_objects(frame, detector)
+    assert boxes.shape[1] == 4 and scores[0] > 0.5
+    canvas = np.zeros_like(frame)
+    drawn = detector_utils.draw_box_on_image(2, 0.2, scores, boxes, frame.shape[1], frame.shape[0], canvas)
+    assert drawn == 2
+    assert (canvas == detector_utils.BOX_COLOR_BGR).all(axis=2).sum() > 200
+    detector_utils.draw_fps_on_image(30, canvas)
+
+
+def test_clone_gives_a_working_independent_tflite_interpreter(model_dir, chess_sample):
+    detector = detector_utils.load_inference_graph(model_dir / config.TFLITE_INT8_NAME)
+    twin = detector.clone()
+    assert twin.interpreter is not detector.interpreter
+    frame = chess_sample[0][1]
+    np.testing.assert_array_equal(twin.detect(frame).scores, detector.detect(frame).scores)
+
+
+def _tiny_tflite(path):
+    tf = pytest.importorskip("tensorflow")
+
+    class Other(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 2.0}
+
+    module = Other()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+    path.write_bytes(converter.convert())
+
+
+def _saved_model_without_signature(path):
+    tf = pytest.importorskip("tensorflow")
+    tf.saved_model.save(tf.Module(), str(path))
+
+
+@pytest.mark.parametrize("name, make, problem", [
+    ("missing.tflite", None, "not found"),
+    ("corrupt.pb", lambda p: p.write_bytes(b"\x00garbage" * 10), "not a readable frozen graph"),
+    ("corrupt.tflite", lambda p: p.write_bytes(b"TFL3" + b"\x00" * 64), "not a loadable TFLite model"),
+    ("other.tflite", _tiny_tflite, "TFLite tensors are not"),
+    ("no_signature", _saved_model_without_signature, "no 'serving_default' signature"),
+    ("model.onnx", lambda p: p.write_bytes(b"onnx"), "unsupported model file"),
+])
+def test_bad_model_files_give_one_clear_error(tmp_path, name, make, problem):
+    path = tmp_path / name
+    if make is not None:
+        make(path)
+    with pytest.raises(ModelLoadError) as info:
+        detector_utils.load_inference_graph(path)
+    message = str(info.value)
+    assert problem in message and str(path) in message and "make model" in message
+    assert "\n" not in message
+
+
+def test_a_graph_without_the_contract_is_refused(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.constant(1.0, name="something_else")
+    path = tmp_path / "other.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(ModelLoadError, match="lacks the contract's tensors"):
+        detector_utils.load_inference_graph(path)
+
+
+def test_no_model_in_folder_says_make_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="make model"):
+        detector_utils.default_model_path(tmp_path)
