@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from utils.boxes import (box_areas, clip_pixels, iou_matrix, non_max_suppression, normalized_to_pixels,
-                         pixels_to_normalized)
+from utils.boxes import (
+    box_areas,
+    clip_pixels,
+    iou_matrix,
+    non_max_suppression,
+    normalized_to_pixels,
+    pixels_to_normalized,
+)
 
 
 def test_normalized_pixels_round_trip():

@@ -39,7 +39,7 @@ def test_every_backend_finds_the_hands(backend, detections, chess_sample):
 
 
 def test_frozen_graph_and_saved_model_are_identical(detections):
-    for frozen, saved in zip(detections["frozen_graph"], detections["saved_model"]):
+    for frozen, saved in zip(detections["frozen_graph"], detections["saved_model"], strict=False):
         np.testing.assert_array_equal(frozen.boxes, saved.boxes)
         np.testing.assert_array_equal(frozen.scores, saved.scores)
         np.testing.assert_array_equal(frozen.classes, saved.classes)
@@ -47,7 +47,7 @@ def test_frozen_graph_and_saved_model_are_identical(detections):
 
 def test_tflite_fp32_scores_match_the_graph(detections):
     compared = 0
-    for graph, lite in zip(detections["frozen_graph"], detections["tflite_fp32"]):
+    for graph, lite in zip(detections["frozen_graph"], detections["tflite_fp32"], strict=False):
         confident = graph.scores > 0.05
         overlap = iou_matrix(graph.boxes[confident], lite.boxes)
         match = overlap.argmax(axis=1)

@@ -239,7 +239,7 @@ def draw_box_on_image(num_hands_detect: int, score_thresh: float, scores: np.nda
 
     keep = [i for i in range(min(num_hands_detect, len(scores))) if scores[i] > score_thresh]
     pixels = normalized_to_pixels(np.asarray(boxes)[keep], im_width, im_height).round().astype(int)
-    for i, (x1, y1, x2, y2) in zip(keep, pixels):
+    for i, (x1, y1, x2, y2) in zip(keep, pixels, strict=False):
         cv2.rectangle(image_np, (x1, y1), (x2, y2), BOX_COLOR_BGR, BOX_THICKNESS, cv2.LINE_AA)
         if class_names is not None and classes is not None:
             label = f"{class_names.get(int(classes[i]), int(classes[i]))} {scores[i]:.2f}"

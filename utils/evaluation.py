@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -41,13 +41,13 @@ def coco_evaluate(ground_truth: Sequence[ImageAnnotations], detections: Sequence
         ids = [1]
     categories = [{"id": i, "name": (class_names or {}).get(i, str(i))} for i in ids]
     images, gt_anns, det_anns = [], [], []
-    for image_id, (gt, det) in enumerate(zip(ground_truth, detections), 1):
+    for image_id, (gt, det) in enumerate(zip(ground_truth, detections, strict=False), 1):
         images.append({"id": image_id, "width": gt.width, "height": gt.height})
-        for box, cls in zip(_xywh(gt.boxes), gt.classes):
+        for box, cls in zip(_xywh(gt.boxes), gt.classes, strict=False):
             gt_anns.append({"id": len(gt_anns) + 1, "image_id": image_id, "bbox": box.tolist(),
                             "area": float(box[2] * box[3]), "iscrowd": 0,
                             "category_id": 1 if class_agnostic else int(cls)})
-        for box, cls, score in zip(_xywh(det.boxes), det.classes, det.scores):
+        for box, cls, score in zip(_xywh(det.boxes), det.classes, det.scores, strict=False):
             det_anns.append({"image_id": image_id, "bbox": box.tolist(), "score": float(score),
                              "category_id": 1 if class_agnostic else int(cls)})
     coco_gt = COCO()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def write_saved_model(detection_graph: "GraphDef", path: str | Path) -> None:
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
                                                     name=config.INPUT_TENSOR)])
         def serve(self, image_tensor):
-            return dict(zip(names, fn(image_tensor)))
+            return dict(zip(names, fn(image_tensor), strict=False))
 
     module = DetectionModule()
     module.graph_fn = fn  # tracked, so the pruned graph is saved with the module
@@ -157,7 +158,7 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
         def serve(self, preprocessed):
             encodings, logits = core_fn(preprocessed)
             outputs = postprocess(encodings, tf.sigmoid(logits), tf.constant(anchors_cs))
-            return dict(zip(TFLITE_OUTPUTS, outputs))
+            return dict(zip(TFLITE_OUTPUTS, outputs, strict=False))
 
     module = TfliteModule()
     module.core_fn = core_fn

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import glob
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

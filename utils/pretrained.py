@@ -12,7 +12,6 @@ from utils import config
 from utils.export_lib import sha256_of
 from utils.fileio import atomic_path
 
-
 PACKAGE_METADATA = ("package/package.json", "package/LICENSE")
 
 
