@@ -1,0 +1,124 @@
+"""Resumable download with size and sha256 checks (stdlib urllib: no extra dependency).
+
+Bytes go to `<dest>.part`; an interrupted run resumes it with an HTTP Range request. The file is
+renamed to `dest` only once its size (and sha256, when one is given) match, so `dest` is always whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from utils.egohands import EgoHandsError
+
+_CHUNK = 1 << 20
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def file_sha256(path: str | Path, chunk: int = _CHUNK) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def part_path(dest: str | Path) -> Path:
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".part")
+
+
+def verify_file(path: Path, expected_size: int | None, sha256: str | None) -> str:
+    """Raise EgoHandsError when size or sha256 differ; return the sha256 (computed only when asked)."""
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise EgoHandsError(f"{path}: {size} bytes, expected {expected_size}; delete it and download "
+                            "again, or pass --expected-size 0 if the file is known to be good")
+    if sha256 is None:
+        return ""
+    actual = file_sha256(path)
+    if actual != sha256.lower():
+        raise EgoHandsError(f"{path}: sha256 {actual} differs from the expected {sha256}; the file is "
+                            "corrupt or a different version: delete it and download again")
+    return actual
+
+
+def download(url: str, dest: str | Path, expected_size: int | None = None, sha256: str | None = None,
+             progress: bool | None = None, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest`, resuming `dest.part` if present; skip when `dest` already verifies.
+
+    A size or checksum mismatch removes the partial file (it cannot be resumed into a good one) and
+    raises EgoHandsError; a network error keeps it for the next run to resume.
+    """
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    if dest.exists():
+        verify_file(dest, expected_size, sha256)
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EgoHandsError(f"{dest.parent}: cannot create the download folder ({exc.strerror or exc}); "
+                            "choose another --download-to") from exc
+    part = part_path(dest)
+    offset = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and offset > expected_size:
+        part.unlink()  # longer than the real file: not a prefix of it
+        offset = 0
+    if expected_size is None or offset < expected_size:
+        _fetch(url, part, offset, expected_size, timeout, tqdm, progress)
+    try:
+        verify_file(part, expected_size, sha256)
+    except EgoHandsError:
+        part.unlink(missing_ok=True)
+        raise
+    if sha256 is None:  # nothing pinned: show the checksum so it can be pinned with --sha256
+        print(f"{dest}: sha256 {file_sha256(part)} (not checked; pass --sha256 to pin it)", file=sys.stderr)
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(url: str, part: Path, offset: int, expected_size: int | None, timeout: float, tqdm,
+           progress: bool | None) -> None:
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left past our offset: the part is already whole
+            return
+        raise EgoHandsError(f"{url}: download failed (HTTP {exc.code} {exc.reason}); check --url "
+                            f"(mirror: see --help) or download it yourself and pass --zip") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise EgoHandsError(f"{url}: download failed ({getattr(exc, 'reason', exc)}); re-run to resume, "
+                            "or download it yourself and pass --zip") from exc
+    with response:
+        mode = "ab"
+        if offset and response.status == 206:
+            match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != offset:
+                raise EgoHandsError(f"{url}: server answered range {offset}- with "
+                                    f"{response.headers.get('Content-Range')!r}; delete {part} and re-run")
+        else:
+            mode, offset = "wb", 0  # the server ignored the Range header: start over
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length else expected_size
+        received = 0
+        try:
+            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                               unit_divisor=1024, desc=part.name,
+                                               disable=None if progress is None else not progress) as bar:
+                while block := response.read(_CHUNK):
+                    out.write(block)
+                    bar.update(len(block))
+                    received += len(block)
+        except (OSError, http.client.HTTPException) as exc:  # dropped connection, full disk: keep what came
+            raise EgoHandsError(f"{url}: download interrupted ({exc}); re-run to resume into {part}") from exc
+        if length and received < int(length):  # http.client reports an early close as a short read
+            raise EgoHandsError(f"{url}: download interrupted after {offset + received} bytes; re-run to "
+                                f"resume into {part}")
