@@ -108,4 +108,14 @@ def core_graph_def_from_tfjs(graph_def: "GraphDef") -> tuple["GraphDef", np.ndar
         tf.reshape(encodings, tf.stack([batch, anchors.shape[0], 4]), name="box_encodings")
         tf.identity(logits, name="class_logits")
     core = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), ["box_encodings", "class_logits"])
+    _two_input_addn_to_add(core)
     return core, anchors.astype(np.float32)
+
+
+def _two_input_addn_to_add(graph_def: "GraphDef") -> None:
+    """Rewrite the residual AddN(a, b) nodes as Add: same sums, but TFLite's ADD_N has no int8
+    kernel and no XNNPACK support, so every AddN split the model into float islands."""
+    for node in graph_def.node:
+        if node.op == "AddN" and len(node.input) == 2:
+            node.op = "AddV2"
+            del node.attr["N"]
