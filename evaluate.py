@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""COCO metrics of a hand model: AP@0.5, AP@[.5:.95], AR@100 and a precision-recall curve.
+
+Any model in the hand_inference_graph/ format works (frozen graph, SavedModel, TFLite fp32/int8,
+from `make model` or `make export`), loaded by utils.detector_utils exactly as the detectors load
+it, class names included. Labelled images come from a split made by `make data`
+(<split>_labels.csv + images/<split>/, or data/<split>.record), or from --labels/--images/--records.
+Boxes are matched class by class when the model knows every labelled class name, else
+class-agnostically (e.g. a 1-class 'hand' model against 4-class labels).
+Writes results/<name>.json (metrics, curve, timing) and results/<name>_pr.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from utils import config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=config.MODEL_DIR,
+                        help="model file (.pb, .tflite, SavedModel folder) or a model folder, whose fastest "
+                             "model is used (default: %(default)s)")
+    parser.add_argument("--split", default="eval",
+                        help="split made by `make data`: <split>_labels.csv + images/<split>/, else "
+                             "data/<split>.record (default: %(default)s)")
+    parser.add_argument("--labels", type=Path, metavar="CSV",
+                        help="labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax in pixels) instead "
+                             "of the split's")
+    parser.add_argument("--images", type=Path, metavar="DIR|ZIP",
+                        help="images of --labels: a folder, or an EgoHands zip (default: images/<split>)")
+    parser.add_argument("--records", type=Path, nargs="+", metavar="TFRECORD",
+                        help="TFRecord file(s) from generate_tfrecord.py instead of a CSV")
+    parser.add_argument("--only", metavar="TEXT",
+                        help="evaluate only images whose file name contains TEXT (e.g. a video id)")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="count every box as one 'hand' class even when the model knows the label classes")
+    parser.add_argument("--output-dir", type=Path, default=config.RESULTS_DIR,
+                        help="where the JSON and PNG go (default: %(default)s)")
+    parser.add_argument("--name", help="output file stem (default: eval_<model folder>_<model file>_<split>)")
+    parser.add_argument("--num-threads", type=int, help="threads for the model (default: TensorFlow's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def load_samples(args: argparse.Namespace):
+    """(samples, description of where they came from)."""
+    from utils.eval_tools import EvalDataError, csv_samples, record_samples
+    from utils.tfrecord_utils import record_files
+
+    if args.records:
+        for path in args.records:
+            if not path.is_file():
+                raise EvalDataError(f"{path}: TFRecord file not found; run `make data`")
+        return record_samples(args.records, args.only), ", ".join(map(str, args.records))
+    if args.labels:
+        images = args.images or config.IMAGES_DIR / args.split
+        return csv_samples(args.labels, images, args.only), f"{args.labels} + {images}"
+    labels = config.ROOT / f"{args.split}_labels.csv"
+    if labels.exists():
+        images = args.images or config.IMAGES_DIR / args.split
+        return csv_samples(labels, images, args.only), f"{labels.name} + {images}"
+    files = record_files(config.DATA_DIR, args.split)
+    if files:
+        return record_samples(files, args.only), ", ".join(str(f) for f in files)
+    raise EvalDataError(f"{labels}: no {args.split!r} split (nor {config.DATA_DIR}/{args.split}.record); run "
+                        f"`make data`, or pass --labels/--images or --records")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from utils.detector_utils import ModelLoadError, load_inference_graph
+    from utils.eval_tools import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
+    from utils.fileio import atomic_write_text
+
+    try:
+        samples, source = load_samples(args)
+        if not samples:
+            hint = (f" matching --only {args.only!r}" if args.only else "" if args.labels or args.records
+                    else f"; the {args.split!r} split is empty, pick one with --split")
+            raise EvalDataError(f"{source}: no labelled images{hint}")
+        detector = load_inference_graph(args.model, args.num_threads)
+        agnostic, why = choose_class_mode(samples, detector.class_names)
+        agnostic = agnostic or args.class_agnostic
+        if args.class_agnostic:
+            why = "class-agnostic: --class-agnostic"
+        print(f"{detector.path} ({detector.backend}) on {len(samples)} images from {source}; {why}")
+        start = time.monotonic()
+        metrics = evaluate_detector(detector, samples, agnostic, progress=not args.no_progress)
+    except (EvalDataError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{args.only or args.split}"
+    result = {"model": str(detector.path), "backend": detector.backend, "classes": detector.class_names,
+              "source": source, "class_agnostic": agnostic, "seconds": round(time.monotonic() - start, 1),
+              **metrics}
+    json_path, png_path = args.output_dir / f"{name}.json", args.output_dir / f"{name}_pr.png"
+    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    plot_pr_curve(metrics, png_path, f"{detector.path.parent.name}/{detector.path.name} on {args.only or args.split}")
+    print(f"AP@0.5 {metrics['AP50']:.4f}  AP@[.5:.95] {metrics['AP']:.4f}  AR@100 {metrics['AR100']:.4f}  "
+          f"({metrics['images']} images, {metrics['ground_truth_boxes']} boxes, {metrics['ms_per_image']} ms/image)")
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

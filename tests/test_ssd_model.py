@@ -1,0 +1,161 @@
+"""The trainable Keras model reproduces the pretrained handtrack.js graph; weight sources; export_source."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils import config
+from utils.ssd_model import (
+    ANCHORS_PER_LOCATION,
+    FEATURE_MAP_SIZES,
+    ModelError,
+    build_ssd_model,
+    export_source,
+    fold_batch_norm,
+    freeze_core,
+    initialize,
+    load_keras_mobilenet_v2,
+    load_tfjs_weights,
+    ssd_anchors,
+)
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def tfjs_dir():
+    if not (config.HANDTRACKJS_MODEL_DIR / "weights_manifest.json").exists():
+        pytest.skip(f"{config.HANDTRACKJS_MODEL_DIR} not found: run `make model`")
+    return config.HANDTRACKJS_MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def graph_core(tfjs_dir):
+    from utils.tfjs_model import core_graph_def_from_tfjs, load_tfjs_graph_def
+
+    return core_graph_def_from_tfjs(load_tfjs_graph_def(tfjs_dir))
+
+
+@pytest.fixture(scope="module")
+def pretrained_model(tfjs_dir):
+    model = build_ssd_model(1)
+    load_tfjs_weights(model, tfjs_dir)
+    return model
+
+
+@pytest.fixture(scope="module")
+def real_batch(chess_sample):
+    from utils.export_lib import legacy_resize_and_normalize
+
+    frames = chess_sample[0][::25]  # 4 real frames spread over the video
+    return legacy_resize_and_normalize(tf.constant(np.stack(frames))).numpy()
+
+
+def run_core(core, batch):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(core, name="")
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run(["box_encodings:0", "class_logits:0"], {"preprocessed:0": batch})
+
+
+def test_anchors_are_the_graphs(graph_core):
+    anchors = ssd_anchors()
+    assert anchors.shape == (sum(s * s * a for s, a in zip(FEATURE_MAP_SIZES, ANCHORS_PER_LOCATION, strict=True)), 4)
+    assert anchors.shape[0] == config.NUM_ANCHORS
+    np.testing.assert_allclose(anchors, graph_core[1], atol=1e-6)
+
+
+def test_keras_model_matches_the_graph_on_real_frames(graph_core, pretrained_model, real_batch):
+    """Raw box encodings and class logits of the Keras model = the TF.js graph's, within 1e-4."""
+    encodings, logits = run_core(graph_core[0], real_batch)
+    out = pretrained_model(real_batch, training=False)
+    assert out["box_encodings"].shape == (len(real_batch), config.NUM_ANCHORS, 4)
+    assert out["class_logits"].shape == (len(real_batch), config.NUM_ANCHORS, 2)
+    np.testing.assert_allclose(out["box_encodings"].numpy(), encodings, atol=1e-4)
+    np.testing.assert_allclose(out["class_logits"].numpy(), logits, atol=1e-4)
+    assert np.abs(logits).max() > 5, "real frames should give confident logits (a meaningful comparison)"
+
+
+def test_frozen_core_gives_the_keras_outputs(pretrained_model, real_batch):
+    core = freeze_core(pretrained_model)
+    assert {n.name for n in core.node} >= {"preprocessed", "box_encodings", "class_logits"}
+    assert not any(n.op in ("VarHandleOp", "ReadVariableOp") for n in core.node), "variables left unfrozen"
+    encodings, logits = run_core(core, real_batch)
+    out = pretrained_model(real_batch, training=False)
+    np.testing.assert_allclose(encodings, out["box_encodings"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(logits, out["class_logits"].numpy(), atol=1e-5)
+
+
+def test_four_class_model_keeps_backbone_and_box_heads(tfjs_dir, pretrained_model):
+    model = build_ssd_model(4)
+    assert model.output_shape["class_logits"] == (None, config.NUM_ANCHORS, 5)
+    description = initialize(model, "pretrained", 4, tfjs_dir=tfjs_dir)
+    assert "re-initialised" in description
+    for name in ("Conv", "expanded_conv_13_expand", "BoxPredictor_0_BoxEncodingPredictor"):
+        for ours, theirs in zip(model.get_layer(name).get_weights(), pretrained_model.get_layer(name).get_weights(),
+                                strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    # A fresh class head predicts background: sigmoid(hand) ~ 0.01 everywhere.
+    logits = model(np.zeros([1, 300, 300, 3], np.float32))["class_logits"].numpy()
+    assert (tf.sigmoid(logits[..., 1:]).numpy() < 0.05).all()
+
+
+def test_imagenet_backbone_folds_batch_norm_exactly():
+    """Keras MobileNetV2 (conv + BN) folded into our convs gives the same features."""
+    import tf_keras
+
+    source = tf_keras.applications.MobileNetV2(input_shape=(300, 300, 3), include_top=False, weights=None)
+    rng = np.random.default_rng(0)
+    for layer in source.layers:  # non-trivial batch norm statistics
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    model = build_ssd_model(1)
+    assert load_keras_mobilenet_v2(model, source) == 52  # 1 + 17 blocks (2 or 3 convs) + Conv_1
+    ours = tf_keras.Model(model.input, model.get_layer("Conv_1_relu6").output)
+    x = np.random.default_rng(1).uniform(-1, 1, [2, 300, 300, 3]).astype(np.float32)
+    np.testing.assert_allclose(ours(x).numpy(), source(x, training=False).numpy(), atol=1e-4)
+
+
+def test_fold_batch_norm_math():
+    kernel = np.random.default_rng(0).normal(size=[1, 1, 2, 3]).astype(np.float32)
+    gamma, beta, mean, var = (np.array(v, np.float32) for v in ([1, 2, 3], [0, 1, 2], [1, 0, -1], [4, 1, 0.25]))
+    folded, bias = fold_batch_norm(kernel, gamma, beta, mean, var, 0.0)
+    x = np.array([0.5, -1.0], np.float32)
+    expected = (x @ kernel[0, 0] - mean) / np.sqrt(var) * gamma + beta
+    np.testing.assert_allclose(x @ folded[0, 0] + bias, expected, rtol=1e-6)
+
+
+def test_imagenet_unavailable_is_one_clear_error(monkeypatch, tmp_path):
+    import tf_keras
+
+    def offline(**kwargs):
+        raise OSError("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tf_keras.applications, "MobileNetV2", offline)
+    with pytest.raises(ModelError, match="ImageNet MobileNetV2 weights are not available .*~/.keras/models"):
+        initialize(build_ssd_model(1), "imagenet", 1)
+    with pytest.raises(ModelError, match="not found"):
+        initialize(build_ssd_model(1), "imagenet", 1, imagenet_weights=tmp_path / "missing.h5")
+
+
+def test_pretrained_weights_missing_says_make_model(tmp_path):
+    with pytest.raises(ModelError, match="run `make model`"):
+        load_tfjs_weights(build_ssd_model(1), tmp_path)
+
+
+def test_export_source_refuses_what_is_not_a_run(tmp_path):
+    with pytest.raises(ModelError, match="no checkpoint in this folder"):
+        export_source(tmp_path)
+    with pytest.raises(ModelError, match="neither a run folder nor a checkpoint prefix"):
+        export_source(tmp_path / "ckpt-7")
+    run = tmp_path / "run"
+    model = build_ssd_model(1)
+    tf.train.Checkpoint(model=model).save(str(run / "ckpt"))
+    with pytest.raises(ModelError, match="run.json: not found"):
+        export_source(run)
+    (run / "run.json").write_text('{"architecture": "yolo", "num_classes": 1}')
+    with pytest.raises(ModelError, match="architecture 'yolo'"):
+        export_source(run)

@@ -1,0 +1,426 @@
+"""The trainable hand detector: the pretrained handtrack.js network rebuilt as a Keras model.
+
+The TF.js graph (see DESIGN.md) is an SSD with a MobileNetV2 (depth 1.0) feature extractor at
+300x300: feature maps from `expanded_conv_13/expand` (19x19x576) and `Conv_1` (10x10x1280), then
+four extra layers of a 1x1 conv and a 3x3 stride-2 conv (5x5x512, 3x3x256, 2x2x256, 1x1x128).
+Each map has a 1x1 conv box head and a 1x1 conv class head (3 anchors per cell on the first map,
+6 elsewhere: 1917 anchors). Every conv pads SAME and is followed by Relu6 except the linear
+`project` convs and the heads. Batch norm is folded into the weights (a depthwise conv's scale
+is multiplied into its kernel here), so every conv has a bias and there is no BatchNorm layer.
+Note: despite the folder name `ssdlitemobilenetv2`, the extra layers and heads are plain convs,
+not SSDLite's depthwise-separable ones; the graph is reproduced as it is.
+
+Keras flavour: tf_keras (Keras 2). tf-models-official 2.20 (losses, optimizers, schedules) is
+written against tf_keras, and its optimizers cannot update Keras 3 variables.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from utils import config
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.graph_pb2 import GraphDef
+
+ARCHITECTURE = "ssd_mobilenet_v2_300_handtrackjs"  # recorded with every run: restores check it
+INPUT_SIZE = config.MODEL_INPUT_SIZE
+FEATURE_MAP_SIZES = (19, 10, 5, 3, 2, 1)
+ANCHORS_PER_LOCATION = (3, 6, 6, 6, 6, 6)
+# MultipleGridAnchorGenerator of the original pipeline.config.
+ANCHOR_MIN_SCALE, ANCHOR_MAX_SCALE = 0.2, 0.95
+ANCHOR_ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
+# (expansion, output channels, stride) of MobileNetV2's 17 inverted residual blocks.
+MOBILENET_V2_BLOCKS = ((1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1), (6, 32, 1),
+                       (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1), (6, 96, 1), (6, 96, 1),
+                       (6, 96, 1), (6, 160, 2), (6, 160, 1), (6, 160, 1), (6, 320, 1))
+# SSD extra layers after Conv_1: (1x1 channels, 3x3 stride-2 channels).
+EXTRA_LAYERS = ((256, 512), (128, 256), (128, 256), (64, 128))
+CLASS_PRIOR = 0.01  # new class heads start predicting "background" (RetinaNet's prior init)
+
+RUN_INFO_NAME = "run.json"  # written by train.py beside the checkpoints
+INIT_CHOICES = ("pretrained", "random", "imagenet")
+
+_FEATURES = "FeatureExtractor/MobilenetV2"
+
+
+class ModelError(ValueError):
+    """A checkpoint, run folder or weight source that does not fit this model."""
+
+
+# ----------------------------------------------------------------------------- anchors
+
+def ssd_anchors(feature_map_sizes: Sequence[int] = FEATURE_MAP_SIZES) -> np.ndarray:
+    """[1917,4] corner anchors (ymin,xmin,ymax,xmax), normalized, in the model's output order.
+
+    The Object Detection API's create_ssd_anchors: scales evenly spaced from 0.2 to 0.95; the
+    first map has (0.1, 1:1), (0.2, 2:1), (0.2, 1:2); the others the 5 aspect ratios plus an extra
+    1:1 box of scale sqrt(s_k * s_k+1). Centres at (i + 0.5) / size. Order: row, column, anchor.
+    """
+    n = len(feature_map_sizes)
+    scales = [ANCHOR_MIN_SCALE + (ANCHOR_MAX_SCALE - ANCHOR_MIN_SCALE) * i / (n - 1) for i in range(n)] + [1.0]
+    out = []
+    for layer, size in enumerate(feature_map_sizes):
+        if layer == 0:
+            specs = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            specs = [(scales[layer], ar) for ar in ANCHOR_ASPECT_RATIOS]
+            specs.append((np.sqrt(scales[layer] * scales[layer + 1]), 1.0))
+        scale = np.array([s for s, _ in specs], np.float32)
+        ratio = np.sqrt(np.array([a for _, a in specs], np.float32))
+        heights, widths = scale / ratio, scale * ratio
+        centers = (np.arange(size, dtype=np.float32) + 0.5) / np.float32(size)
+        cy, cx = np.meshgrid(centers, centers, indexing="ij")
+        cy, cx = cy[..., None], cx[..., None]
+        boxes = np.stack(np.broadcast_arrays(cy - heights / 2, cx - widths / 2,
+                                             cy + heights / 2, cx + widths / 2), axis=-1)
+        out.append(boxes.reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- the network
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One conv layer of the network and where its weights live in the TF.js model."""
+
+    layer: str        # Keras layer name
+    tfjs_scope: str   # name prefix of its weights in weights_manifest.json
+    kind: str         # "conv", "depthwise" or "head"
+
+
+def _keras():
+    import tf_keras
+    return tf_keras
+
+
+def _layer_name(scope: str) -> str:
+    return scope.replace("/", "_")
+
+
+def _initializers(kind: str):
+    """He-style initialisers (there is no batch norm to rescale activations from random init)."""
+    keras = _keras()
+    if kind == "depthwise":  # fan-in of a 3x3 depthwise filter is 9, not 9 * channels
+        return keras.initializers.TruncatedNormal(stddev=float(np.sqrt(2.0 / 9.0)))
+    if kind == "linear":
+        return keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+    return keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")
+
+
+def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2"):
+    """The network as a tf_keras Model: preprocessed [N,300,300,3] in [-1,1] ->
+    {"box_encodings": [N,1917,4], "class_logits": [N,1917,num_classes+1]} (column 0 = background)."""
+    keras = _keras()
+    layers = keras.layers
+    if num_classes < 1:
+        raise ModelError(f"num_classes must be >= 1, got {num_classes}")
+    specs: list[ConvSpec] = []
+
+    def conv(x, scope: str, filters: int, kernel: int, stride: int = 1, relu: bool = True):
+        specs.append(ConvSpec(_layer_name(scope), f"{_FEATURES}/{scope}", "conv"))
+        x = layers.Conv2D(filters, kernel, stride, padding="same", name=_layer_name(scope),
+                          kernel_initializer=_initializers("conv" if relu else "linear"))(x)
+        return layers.ReLU(6.0, name=_layer_name(scope) + "_relu6")(x) if relu else x
+
+    def depthwise(x, scope: str, stride: int):
+        specs.append(ConvSpec(_layer_name(scope), f"{_FEATURES}/{scope}", "depthwise"))
+        x = layers.DepthwiseConv2D(3, stride, padding="same", name=_layer_name(scope),
+                                   depthwise_initializer=_initializers("depthwise"))(x)
+        return layers.ReLU(6.0, name=_layer_name(scope) + "_relu6")(x)
+
+    image = keras.Input([INPUT_SIZE, INPUT_SIZE, 3], name="preprocessed")
+    x = conv(image, "Conv", 32, 3, 2)
+    features = []
+    for index, (expansion, channels, stride) in enumerate(MOBILENET_V2_BLOCKS):
+        block = "expanded_conv" + (f"_{index}" if index else "")
+        inputs = x
+        if expansion != 1:
+            x = conv(x, f"{block}/expand", inputs.shape[-1] * expansion, 1)
+            if index == 13:
+                features.append(x)  # 19x19x576: the first SSD feature map
+        x = depthwise(x, f"{block}/depthwise", stride)
+        x = conv(x, f"{block}/project", channels, 1, relu=False)
+        if stride == 1 and inputs.shape[-1] == channels:
+            x = layers.Add(name=_layer_name(block) + "_add")([inputs, x])
+    x = conv(x, "Conv_1", 1280, 1)
+    features.append(x)
+    for index, (reduce, channels) in enumerate(EXTRA_LAYERS, start=2):
+        x = conv(x, f"layer_19_1_Conv2d_{index}_1x1_{reduce}", reduce, 1)
+        x = conv(x, f"layer_19_2_Conv2d_{index}_3x3_s2_{channels}", channels, 3, 2)
+        features.append(x)
+
+    prior_logit = float(np.log(CLASS_PRIOR / (1 - CLASS_PRIOR)))  # sigmoid(prior_logit) = CLASS_PRIOR
+    boxes, logits = [], []
+    for index, (feature, anchors) in enumerate(zip(features, ANCHORS_PER_LOCATION, strict=True)):
+        for head, width in (("BoxEncodingPredictor", 4), ("ClassPredictor", num_classes + 1)):
+            scope = f"BoxPredictor_{index}/{head}"
+            specs.append(ConvSpec(_layer_name(scope), scope, "head"))
+            bias = np.zeros([anchors, width], np.float32)
+            if head == "ClassPredictor":
+                bias[:, 0], bias[:, 1:] = -prior_logit, prior_logit  # background likely, hands not
+            y = layers.Conv2D(anchors * width, 1, padding="same", name=_layer_name(scope),
+                              kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                              bias_initializer=keras.initializers.Constant(bias.ravel()))(feature)
+            y = layers.Reshape([-1, width], name=_layer_name(scope) + "_reshape")(y)
+            (boxes if head == "BoxEncodingPredictor" else logits).append(y)
+    outputs = {"box_encodings": layers.Concatenate(axis=1, name="box_encodings")(boxes),
+               "class_logits": layers.Concatenate(axis=1, name="class_logits")(logits)}
+    model = keras.Model(image, outputs, name=name)
+    model.conv_specs = specs  # how each layer maps to the TF.js weights
+    model.num_classes = num_classes
+    return model
+
+
+def feature_extractor_layers(model) -> list[str]:
+    """Names of the backbone + extra layers (everything but the box predictor heads)."""
+    return [s.layer for s in model.conv_specs if s.kind != "head"]
+
+
+# ----------------------------------------------------------------------------- weight sources
+
+def _tfjs_layer_weights(spec: ConvSpec, weights: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    scope = spec.tfjs_scope
+    if spec.kind == "head":
+        return [weights[f"{scope}/weights"], weights[f"{scope}/biases"]]
+    offset = weights[f"{scope}/BatchNorm/FusedBatchNorm/Offset"]
+    if spec.kind == "depthwise":  # the graph multiplies by the folded BN scale after the conv
+        scale = weights[f"{scope}/BatchNorm/FusedBatchNorm/Scaled"]
+        return [weights[f"{scope}/depthwise_weights"] * scale[None, None, :, None], offset]
+    return [weights[f"{scope}/Conv2D/merged_input"], offset]
+
+
+def load_tfjs_weights(model, model_dir: str | Path = config.HANDTRACKJS_MODEL_DIR,
+                      class_heads: bool = True) -> list[str]:
+    """Copy the handtrack.js weights into `model` by name; returns the layers it skipped.
+
+    Box heads are class-agnostic and always loaded; class heads only when `class_heads` (the
+    pretrained model has 1 class: a model for another class count keeps its fresh heads).
+    """
+    from utils.tfjs_model import TfjsModelError, read_tfjs_weights
+
+    if not (Path(model_dir) / "weights_manifest.json").exists():
+        raise ModelError(f"{model_dir}: the pretrained handtrack.js model is not there; run `make model` "
+                         f"(or fetch_pretrained.py), or train with --init random")
+    try:
+        weights = read_tfjs_weights(model_dir)
+    except TfjsModelError as exc:
+        raise ModelError(str(exc)) from exc
+    skipped = []
+    for spec in model.conv_specs:
+        if not class_heads and spec.layer.endswith("ClassPredictor"):
+            skipped.append(spec.layer)
+            continue
+        layer = model.get_layer(spec.layer)
+        try:
+            values = _tfjs_layer_weights(spec, weights)
+        except KeyError as exc:
+            raise ModelError(f"{model_dir}: no TF.js weight {exc} for layer {spec.layer}: "
+                             f"not the handtrack.js SSD model") from exc
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [tuple(v.shape) for v in values] != expected:
+            raise ModelError(f"{model_dir}: weights of {spec.tfjs_scope} have shapes "
+                             f"{[v.shape for v in values]}, the layer needs {expected}")
+        layer.set_weights(values)
+    return skipped
+
+
+# Keras MobileNetV2 (tf_keras.applications) layer names of our backbone's convs.
+def _keras_mobilenet_name(layer: str) -> str | None:
+    if layer == "Conv":
+        return "Conv1"
+    if layer == "Conv_1":
+        return "Conv_1"
+    if not layer.startswith("expanded_conv"):
+        return None
+    block, _, part = layer.rpartition("_")
+    index = 0 if block == "expanded_conv" else int(block.split("_")[-1])
+    return f"expanded_conv_{part}" if index == 0 else f"block_{index}_{part}"
+
+
+_KERAS_BN = {"Conv1": "bn_Conv1", "Conv_1": "Conv_1_bn"}
+
+
+def fold_batch_norm(kernel: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                    variance: np.ndarray, epsilon: float, depthwise: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """conv (no bias) + batch norm -> one conv with bias, as the exported graph has them."""
+    scale = gamma / np.sqrt(variance + epsilon)
+    kernel = kernel * (scale[None, None, :, None] if depthwise else scale)
+    return kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)
+
+
+def load_keras_mobilenet_v2(model, source) -> int:
+    """Fold a Keras MobileNetV2 (conv + BatchNorm) into our backbone; returns the layers loaded."""
+    loaded = 0
+    for spec in model.conv_specs:
+        keras_name = _keras_mobilenet_name(spec.layer)
+        if keras_name is None:
+            continue
+        conv = source.get_layer(keras_name)
+        bn = source.get_layer(_KERAS_BN.get(keras_name, keras_name + "_BN"))
+        gamma, beta, mean, variance = bn.get_weights()
+        kernel, bias = fold_batch_norm(conv.get_weights()[0], gamma, beta, mean, variance, bn.epsilon,
+                                       depthwise=spec.kind == "depthwise")
+        model.get_layer(spec.layer).set_weights([kernel, bias])
+        loaded += 1
+    return loaded
+
+
+def load_imagenet_backbone(model, weights_path: str | Path | None = None) -> int:
+    """ImageNet MobileNetV2 weights (Keras applications, alpha 1.0, no top) into the backbone.
+
+    `weights_path` is a local .h5; without it Keras looks in ~/.keras/models and else downloads,
+    which fails offline: the error says where to put the file.
+    """
+    keras = _keras()
+    weights = str(weights_path) if weights_path else "imagenet"
+    if weights_path and not Path(weights_path).is_file():
+        raise ModelError(f"{weights_path}: ImageNet weights file not found")
+    try:
+        source = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False,
+                                                weights=weights, alpha=1.0)
+    except Exception as exc:  # URL/OS/HTTP errors from the download or h5 loading
+        if weights_path:
+            raise ModelError(f"{weights_path}: not loadable as Keras MobileNetV2 (alpha 1.0, no top) weights "
+                             f"({exc.__class__.__name__})") from exc
+        raise ModelError(
+            "ImageNet MobileNetV2 weights are not available (no internet?); download "
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 into ~/.keras/models/ "
+            f"or pass its path, or use --init pretrained|random ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    return load_keras_mobilenet_v2(model, source)
+
+
+def initialize(model, init: str, num_classes: int, imagenet_weights: str | Path | None = None,
+               tfjs_dir: str | Path = config.HANDTRACKJS_MODEL_DIR) -> str:
+    """Set the starting weights; returns a one-line description."""
+    if init == "pretrained":
+        skipped = load_tfjs_weights(model, tfjs_dir, class_heads=num_classes == 1)
+        return ("pretrained handtrack.js weights" +
+                (f" (class heads re-initialised for {num_classes} classes)" if skipped else ""))
+    if init == "imagenet":
+        count = load_imagenet_backbone(model, imagenet_weights)
+        return f"ImageNet MobileNetV2 backbone ({count} layers), random SSD layers and heads"
+    if init == "random":
+        return "random weights"
+    raise ModelError(f"unknown init {init!r}; choose one of {', '.join(INIT_CHOICES)}")
+
+
+# ----------------------------------------------------------------------------- freezing / export
+
+def freeze_core(model) -> "GraphDef":
+    """The model as an export_lib "core": a frozen GraphDef, `preprocessed:0` in,
+    `box_encodings:0` [N,A,4] and `class_logits:0` [N,A,C+1] out."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name="preprocessed")
+
+    @tf.function
+    def core(x):
+        out = model(x, training=False)
+        return out["box_encodings"], out["class_logits"]
+
+    frozen = convert_variables_to_constants_v2(core.get_concrete_function(spec))
+    frozen_def = frozen.graph.as_graph_def()
+    graph = tf.Graph()
+    with graph.as_default():
+        preprocessed = tf.compat.v1.placeholder(tf.float32, spec.shape, name="preprocessed")
+        encodings, logits = tf.graph_util.import_graph_def(
+            frozen_def, input_map={frozen.inputs[0].name: preprocessed},
+            return_elements=[t.name for t in frozen.outputs], name="ssd")
+        tf.identity(encodings, name="box_encodings")
+        tf.identity(logits, name="class_logits")
+    return tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), ["box_encodings", "class_logits"])
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """run.json of a training run (architecture, classes, config)."""
+    path = Path(run_dir) / RUN_INFO_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: not found; {run_dir} is not a run folder written by train.py") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable run description ({exc}); re-run train.py") from exc
+
+
+def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None) -> None:
+    """Refuse a run of another architecture or (when given) another class count."""
+    if info.get("architecture") != ARCHITECTURE:
+        raise ModelError(f"{run_dir}: checkpoints are of architecture {info.get('architecture')!r}, not "
+                         f"{ARCHITECTURE!r}; use another --run (or delete the folder to start over)")
+    if num_classes is not None and info.get("num_classes") != num_classes:
+        raise ModelError(f"{run_dir}: checkpoints were trained with {info.get('num_classes')} classes, this run "
+                         f"asks for {num_classes}; use another --run (or delete the folder to start over)")
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
+    """(run folder, checkpoint prefix) for a run folder (its latest checkpoint) or a prefix."""
+    import tensorflow as tf
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        prefix = tf.train.latest_checkpoint(str(checkpoint))
+        if prefix is None:
+            raise ModelError(f"{checkpoint}: no checkpoint in this folder; train first "
+                             f"(train.py --run {checkpoint.name})")
+        return checkpoint, prefix
+    if not Path(f"{checkpoint}.index").exists():
+        raise ModelError(f"{checkpoint}: neither a run folder nor a checkpoint prefix (no {checkpoint}.index)")
+    return checkpoint.parent, str(checkpoint)
+
+
+def checkpoint_fingerprint(prefix: str) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def restore_model(prefix: str, num_classes: int):
+    """A model with the weights of checkpoint `prefix` (optimizer state ignored)."""
+    import tensorflow as tf
+
+    model = build_ssd_model(num_classes)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as exc:
+        raise ModelError(f"{prefix}: checkpoint does not fit {ARCHITECTURE} with {num_classes} classes "
+                         f"({str(exc).splitlines()[0]})") from exc
+    return model
+
+
+def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["GraphDef", np.ndarray, list[str]]]]:
+    """For export_inference_graph.py --checkpoint: (source description, load) where load() gives
+    (core GraphDef, anchors [1917,4], class names). Cheap until load() is called."""
+    from utils.label_map import LabelMapError, class_names, read_label_map
+
+    run_dir, prefix = resolve_checkpoint(checkpoint)
+    info = read_run_info(run_dir)
+    check_run_info(info, run_dir)
+    label_map = run_dir / config.LABEL_MAP_NAME
+    try:
+        names = class_names(read_label_map(label_map))
+    except LabelMapError as exc:
+        raise ModelError(f"{exc}; the run folder lost its label map: re-run train.py") from exc
+    if len(names) != info["num_classes"]:
+        raise ModelError(f"{label_map}: {len(names)} classes but the run trained {info['num_classes']}")
+    source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
+              "architecture": ARCHITECTURE, "classes": names,
+              "checkpoint_sha256": checkpoint_fingerprint(prefix),
+              "model_code_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}  # rebuild on change
+
+    def load():
+        model = restore_model(prefix, info["num_classes"])
+        return freeze_core(model), ssd_anchors(), names
+    return source, load

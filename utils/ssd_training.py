@@ -1,0 +1,602 @@
+"""Training the hand detector: config, losses, distribution strategy, the orbit training loop.
+
+One run = one folder model-checkpoint/<run>/ holding run.json (architecture, classes, the config
+used), hand_label_map.pbtxt (class names for the exporter), ckpt-N checkpoints (resume and export),
+train/ and eval/ TensorBoard summaries, train.log and eval_metrics.json.
+
+From tf-models-official: the orbit Controller/StandardTrainer/StandardEvaluator loop, optimizers and
+learning-rate schedules (official.modeling.optimization), AnchorLabeler / box matcher / Faster R-CNN
+box coder, FocalLoss, TfExampleDecoder and the box-aware augmentation ops (utils/ssd_data.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils import config
+
+# Every config key and its default (model-checkpoint/*.yaml override these; nothing else is accepted).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model": {
+        "num_classes": 1,           # 1 = 'hand' (multi-class records are merged), or the label map's count
+        "init": "pretrained",       # pretrained (handtrack.js) | random | imagenet (backbone only)
+        "imagenet_weights": None,   # local Keras MobileNetV2 no-top .h5 for init: imagenet
+    },
+    "data": {
+        "dir": "data",              # <dir>/<split>.record(-shards) + <dir>/hand_label_map.pbtxt (relative to the repo)
+        "train_split": "train",
+        "eval_split": "test",       # evaluated during/after training; null: no evaluation
+        "shuffle_buffer": 256,
+        "cache": False,             # keep the record bytes in memory (small datasets)
+    },
+    "train": {
+        "batch_size": 8,            # global batch, split over the replicas
+        "steps": 2000,
+        "steps_per_loop": 10,       # steps per compiled loop (progress and summaries update this often)
+        "checkpoint_interval": 100,
+        "max_to_keep": 3,
+        "eval_interval": 0,         # steps between evaluations; 0: evaluate once, at the end
+        "eval_batch_size": 8,
+        "clip_gradient_norm": 10.0,  # null: no clipping
+        "weight_decay": 0.0,        # L2 on conv kernels
+        "seed": 0,
+    },
+    "loss": {
+        "classification": "sigmoid_hnm",  # sigmoid_hnm (the original: sigmoid + hard negative mining) | focal
+        "negatives_per_positive": 3,      # hard negative mining
+        "min_negatives": 3,
+        "focal_alpha": 0.25,
+        "focal_gamma": 2.0,
+        "classification_weight": 1.0,
+        "localization_weight": 1.0,
+        "huber_delta": 1.0,               # smooth L1
+    },
+    "matcher": {"matched_threshold": 0.5, "unmatched_threshold": 0.5},
+    "augment": {
+        "horizontal_flip": 0.5,      # probability; left/right class names swap with the image
+        "random_crop": True,         # SSD random crop (applied to half the images)
+        "crop_min_scale": 0.3,
+        "crop_aspect_ratio": [0.5, 2.0],
+        "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,  # colour jitter magnitudes
+    },
+    # official.modeling.optimization.OptimizationConfig. Left null: decay_steps = train.steps,
+    # warmup_steps = 5% of train.steps (so a short run still reaches its learning rate).
+    "optimization": {
+        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
+        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 0.004, "decay_steps": None}},
+        "warmup": {"type": "linear", "linear": {"warmup_steps": None, "warmup_learning_rate": 0.0}},
+    },
+}
+CHOICES = {("model", "init"): ("pretrained", "random", "imagenet"),
+           ("loss", "classification"): ("sigmoid_hnm", "focal")}
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+RUN_INFO_NAME = "run.json"
+EVAL_METRICS_NAME = "eval_metrics.json"
+TRAIN_LOG_NAME = "train.log"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit DEFAULT_CONFIG."""
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot go on (e.g. the loss became NaN)."""
+
+
+# ----------------------------------------------------------------------------- config
+
+def _merge(base: dict, override: Mapping, source: str, path: str = "") -> dict:
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"{source}: unknown config key {where!r}; known keys here: "
+                              f"{', '.join(sorted(base))}")
+        if where == "optimization":  # keys checked by tf-models-official's OptimizationConfig
+            base[key] = _deep_update(base[key], value)
+        elif isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {where!r} must be a mapping of {', '.join(sorted(base[key]))}")
+            _merge(base[key], value, source, where + ".")
+        else:
+            base[key] = _check_value(base[key], value, source, where)
+    return base
+
+
+def _deep_update(base: Any, value: Any) -> Any:
+    if isinstance(base, dict) and isinstance(value, Mapping):
+        merged = dict(base)
+        for key, item in value.items():
+            merged[key] = _deep_update(base.get(key), item)
+        return merged
+    return copy.deepcopy(value)
+
+
+def _check_value(default: Any, value: Any, source: str, where: str) -> Any:
+    if default is None or value is None:
+        return value  # optional values (paths, clip norm, eval split)
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{source}: {where!r} must be a {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+    """DEFAULT_CONFIG, updated by a YAML file and then by `key.sub=value` overrides; validated."""
+    import yaml
+
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of {', '.join(DEFAULT_CONFIG)}")
+        _merge(cfg, loaded, str(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=500")
+        nested: Any = yaml.safe_load(text) if text.strip() else None
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _merge(cfg, nested, f"--set {item}")
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict, source: str = "config") -> None:
+    for (section, key), allowed in CHOICES.items():
+        if cfg[section][key] not in allowed:
+            raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(allowed)}, "
+                              f"got {cfg[section][key]!r}")
+    train = cfg["train"]
+    for key in ("batch_size", "steps", "steps_per_loop", "checkpoint_interval", "max_to_keep", "eval_batch_size"):
+        if train[key] < 1:
+            raise ConfigError(f"{source}: train.{key} must be >= 1, got {train[key]}")
+    if cfg["model"]["num_classes"] < 1:
+        raise ConfigError(f"{source}: model.num_classes must be >= 1, got {cfg['model']['num_classes']}")
+    matcher = cfg["matcher"]
+    if not 0 < matcher["unmatched_threshold"] <= matcher["matched_threshold"] <= 1:
+        raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
+    if not 0 <= cfg["augment"]["horizontal_flip"] <= 1:
+        raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
+    build_optimizer(cfg)  # the optimization section is checked by building it
+
+
+def build_optimizer(cfg: Mapping):
+    """(tf_keras optimizer, learning-rate schedule) from cfg['optimization'] via official.modeling."""
+    from official.modeling import optimization
+
+    opt = copy.deepcopy(dict(cfg["optimization"]))
+    steps = cfg["train"]["steps"]
+    for section, key, value in (("learning_rate", "decay_steps", steps),
+                                ("warmup", "warmup_steps", max(1, steps // 20))):
+        part = opt.get(section)
+        params = part.get(part.get("type")) if isinstance(part, Mapping) else None
+        if isinstance(params, dict) and key in params and params[key] is None:
+            params[key] = value
+    opt_config = optimization.OptimizationConfig()
+    try:
+        opt_config.override(opt, is_strict=True)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"optimization: {str(exc).strip(chr(34))} (see official.modeling.optimization "
+                          f"configs)") from exc
+    try:
+        chosen = opt_config.optimizer.get() is not None and opt_config.learning_rate.get() is not None
+    except ValueError:  # a type that names no config
+        chosen = False
+    if not chosen:
+        raise ConfigError(f"optimization: unknown optimizer type {opt_config.optimizer.type!r} or learning_rate "
+                          f"type {opt_config.learning_rate.type!r}")
+    try:
+        factory = optimization.OptimizerFactory(opt_config)
+        schedule = factory.build_learning_rate()
+        float(schedule(0) if callable(schedule) else schedule)
+        return factory.build_optimizer(schedule), schedule
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"optimization: cannot build the optimizer ({exc})") from exc
+
+
+def learning_rate_at(schedule, step) -> float:
+    return float(schedule(step) if callable(schedule) else schedule)
+
+
+# ----------------------------------------------------------------------------- distribution
+
+def split_cpu(devices: int) -> None:
+    """Split the CPU into `devices` logical devices (MirroredStrategy on one machine without GPUs).
+    Must run before anything initialises the TensorFlow runtime."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError as exc:
+        raise ConfigError(f"--cpu-devices {devices}: TensorFlow is already initialised ({exc})") from exc
+
+
+def make_strategy(name: str = "default", tpu: str | None = None):
+    """A tf.distribute strategy by name (see STRATEGIES)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker_mirrored":  # the cluster comes from TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def ssd_losses(outputs: Mapping, targets: Mapping, loss_cfg: Mapping) -> dict:
+    """Classification + localisation losses of a batch, each normalised by the number of matched
+    anchors over all replicas (so summing the replicas' gradients gives the global loss's)."""
+    import tensorflow as tf
+    from official.vision.losses.focal_loss import FocalLoss
+
+    from utils.ssd_data import BOX_TARGETS, BOX_WEIGHTS, CLS_TARGETS, CLS_WEIGHTS
+
+    logits = tf.cast(outputs["class_logits"], tf.float32)
+    encodings = tf.cast(outputs["box_encodings"], tf.float32)
+    positive = targets[BOX_WEIGHTS]
+    cls_weights = targets[CLS_WEIGHTS]
+    onehot = tf.one_hot(targets[CLS_TARGETS], logits.shape[-1], dtype=tf.float32)  # column 0 = background
+    num_positive = tf.reduce_sum(positive)
+    context = tf.distribute.get_replica_context()
+    if context is not None:
+        num_positive = context.all_reduce(tf.distribute.ReduceOp.SUM, num_positive)
+    normalizer = tf.maximum(num_positive, 1.0)
+
+    if loss_cfg["classification"] == "focal":
+        focal = FocalLoss(loss_cfg["focal_alpha"], loss_cfg["focal_gamma"])
+        per_anchor = tf.reduce_sum(focal.call(onehot, logits), -1) * cls_weights
+    else:  # sigmoid cross-entropy on the positives and the hardest negatives (3 per positive)
+        entropy = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(onehot, logits), -1) * cls_weights
+        negative = (1.0 - positive) * tf.cast(cls_weights > 0, tf.float32)
+        wanted = tf.maximum(loss_cfg["negatives_per_positive"] * tf.reduce_sum(positive, 1),
+                            float(loss_cfg["min_negatives"]))
+        wanted = tf.minimum(wanted, tf.reduce_sum(negative, 1))
+        rank = tf.argsort(tf.argsort(-entropy * negative, axis=1, stable=True), axis=1)
+        hard = tf.cast(tf.cast(rank, tf.float32) < wanted[:, None], tf.float32) * negative
+        per_anchor = entropy * (positive + hard)
+    classification = loss_cfg["classification_weight"] * tf.reduce_sum(per_anchor) / normalizer
+
+    delta = loss_cfg["huber_delta"]
+    error = tf.abs(encodings - targets[BOX_TARGETS])
+    huber = tf.where(error < delta, 0.5 * tf.square(error), delta * (error - 0.5 * delta))
+    localization = (loss_cfg["localization_weight"] * tf.reduce_sum(tf.reduce_sum(huber, -1) * positive)
+                    / normalizer)
+    return {"total": classification + localization, "classification": classification,
+            "localization": localization}
+
+
+# ----------------------------------------------------------------------------- detection (eval)
+
+def postprocess(outputs: Mapping, anchors: np.ndarray):
+    """Decoded boxes, sigmoid scores and NMS exactly as the exported graph does them."""
+    import tensorflow as tf
+
+    from utils.export_lib import NMS_SCORE_THRESHOLD, decode_boxes
+
+    boxes = decode_boxes(outputs["box_encodings"], anchors)
+    scores = tf.sigmoid(outputs["class_logits"])[:, :, 1:]
+    nmsed = tf.image.combined_non_max_suppression(
+        boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=config.MAX_DETECTIONS,
+        max_total_size=config.MAX_DETECTIONS, iou_threshold=config.NMS_IOU_THRESHOLD,
+        score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=True)
+    return {"boxes": nmsed.nmsed_boxes, "scores": nmsed.nmsed_scores, "classes": nmsed.nmsed_classes + 1.0,
+            "count": nmsed.valid_detections}
+
+
+def _orbit():
+    import orbit
+    return orbit
+
+
+def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping):
+    """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop."""
+    import tensorflow as tf
+    import tf_keras
+
+    orbit = _orbit()
+
+    class SsdTrainer(orbit.StandardTrainer):
+        def __init__(self):
+            super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
+            with strategy.scope():
+                self.losses = {k: tf_keras.metrics.Mean(k) for k in ("total", "classification", "localization")}
+            self.kernels = [v for v in model.trainable_variables if "kernel" in v.name]
+
+        def train_loop_begin(self):
+            for metric in self.losses.values():
+                metric.reset_state()
+
+        def train_step(self, iterator):
+            def step(inputs):
+                images, targets = inputs
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                with tf.GradientTape() as tape:
+                    outputs = model(images, training=True)
+                    losses = ssd_losses(outputs, targets, loss_cfg)
+                    objective = losses["total"]
+                    if train_cfg["weight_decay"]:
+                        objective += (train_cfg["weight_decay"] / replicas
+                                      * tf.add_n([tf.nn.l2_loss(k) for k in self.kernels]))
+                variables = model.trainable_variables
+                grads = tape.gradient(objective, variables)
+                if train_cfg["clip_gradient_norm"]:
+                    grads, _ = tf.clip_by_global_norm(grads, train_cfg["clip_gradient_norm"] / replicas)
+                optimizer.apply_gradients(zip(grads, variables, strict=True))
+                for key, metric in self.losses.items():
+                    metric.update_state(losses[key] * replicas)  # each replica holds its share
+            strategy.run(step, args=(next(iterator),))
+
+        def train_loop_end(self):
+            out = {f"loss/{k}": m.result() for k, m in self.losses.items()}
+            out["learning_rate"] = learning_rate_at(schedule, optimizer.iterations)
+            return out
+
+    return SsdTrainer()
+
+
+def make_evaluator(model, dataset, ground_truth: Sequence, anchors: np.ndarray, class_names: Mapping[int, str]):
+    """An orbit.StandardEvaluator: COCO AP@0.5, AP@[.5:.95], AR@100 via utils/evaluation.py."""
+    import tensorflow as tf
+
+    from utils.detector_utils import Detections
+    from utils.evaluation import coco_evaluate, detections_to_annotations
+
+    orbit = _orbit()
+
+    class SsdEvaluator(orbit.StandardEvaluator):
+        def __init__(self):
+            super().__init__(dataset, orbit.StandardEvaluatorOptions(use_tf_function=True))
+            self.last_metrics: dict = {}
+
+        def eval_begin(self):
+            return []
+
+        def eval_step(self, iterator):
+            return postprocess(model(next(iterator), training=False), anchors)
+
+        def eval_reduce(self, state, outputs):
+            batch = {k: v.numpy() for k, v in outputs.items()}
+            for i in range(len(batch["count"])):
+                n = int(batch["count"][i])
+                state.append(Detections(batch["boxes"][i, :n], batch["scores"][i, :n],
+                                        batch["classes"][i, :n].astype(np.int32)))
+            return state
+
+        def eval_end(self, state):
+            if len(state) != len(ground_truth):
+                raise TrainingError(f"evaluated {len(state)} images but the eval split has {len(ground_truth)}")
+            detections = [detections_to_annotations(d, gt.width, gt.height) for d, gt in zip(state, ground_truth,
+                                                                                              strict=True)]
+            self.last_metrics = coco_evaluate(ground_truth, detections, dict(class_names))
+            return {k: tf.constant(self.last_metrics[k]) for k in ("AP50", "AP", "AR100")}
+
+    return SsdEvaluator()
+
+
+def evaluate_model(model, files: Sequence[str | Path], class_names: Sequence[str], collapse_classes: bool = False,
+                   batch_size: int = 8) -> dict:
+    """COCO metrics of a Keras model on TFRecords, through the same evaluator as training."""
+    from utils.ssd_data import SsdInput, read_ground_truth
+    from utils.ssd_model import ssd_anchors
+
+    anchors = ssd_anchors()
+    data = SsdInput(anchors, len(class_names), class_names, {}, collapse_classes=collapse_classes)
+    evaluator = make_evaluator(model, data.eval_dataset(files, batch_size), read_ground_truth(files, collapse_classes),
+                               anchors, dict(enumerate(class_names, 1)))
+    evaluator.evaluate(-1)
+    return evaluator.last_metrics
+
+
+# ----------------------------------------------------------------------------- a training run
+
+@dataclass
+class TrainingPlan:
+    """Everything checked before training starts (see prepare_training)."""
+
+    cfg: dict
+    run_dir: Path
+    class_names: list[str]
+    collapse_classes: bool
+    train_files: list[Path]
+    eval_files: list[Path]
+    resume_from: str | None
+    start_step: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else config.ROOT / path
+
+
+def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
+    """Check data, label map, run folder and init source; raise one clear error for bad input."""
+    import tensorflow as tf
+
+    from utils.label_map import LabelMapError, class_names, read_label_map
+    from utils.ssd_data import DataError, split_files
+    from utils.ssd_model import ModelError, check_run_info, read_run_info
+
+    run_dir = Path(run_dir)
+    data_dir = _resolve(cfg["data"]["dir"])
+    label_map = data_dir / config.LABEL_MAP_NAME
+    if not label_map.exists():
+        raise DataError(f"{label_map}: label map not found; run `make data` (generate_tfrecord.py writes it) "
+                        f"or pass --data-dir")
+    try:
+        names = class_names(read_label_map(label_map))
+    except LabelMapError as exc:
+        raise DataError(f"{exc}; regenerate it with generate_tfrecord.py") from exc
+    num_classes = cfg["model"]["num_classes"]
+    collapse = num_classes == 1 and len(names) > 1
+    if collapse:
+        names = ["hand"]
+    elif num_classes != len(names):
+        raise DataError(f"{label_map}: {len(names)} classes ({', '.join(names)}) but model.num_classes is "
+                        f"{num_classes}; pass --num-classes {len(names)} (or 1), or regenerate the records")
+    train_files = split_files(data_dir, cfg["data"]["train_split"])
+    eval_files = split_files(data_dir, cfg["data"]["eval_split"]) if cfg["data"]["eval_split"] else []
+
+    resume_from, start_step, notes = None, 0, []
+    latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    if latest is not None:
+        info = read_run_info(run_dir)
+        check_run_info(info, run_dir, num_classes)
+        if info.get("class_names") != names:
+            raise ModelError(f"{run_dir}: checkpoints were trained on classes {info.get('class_names')}, the data "
+                             f"has {names}; use another --run")
+        resume_from = latest
+        start_step = int(latest.rsplit("-", 1)[-1])
+        notes.append(f"resuming from {latest} (step {start_step})")
+    elif cfg["model"]["init"] == "pretrained" and not (config.HANDTRACKJS_MODEL_DIR / "weights_manifest.json").exists():
+        raise ModelError(f"{config.HANDTRACKJS_MODEL_DIR}: the pretrained handtrack.js model is not there; run "
+                         f"`make model`, or train with --init random")
+    elif cfg["model"]["init"] == "imagenet" and cfg["model"]["imagenet_weights"]:
+        if not Path(cfg["model"]["imagenet_weights"]).is_file():
+            raise ModelError(f"{cfg['model']['imagenet_weights']}: ImageNet weights file not found")
+    return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from utils.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def run_training(plan: TrainingPlan, strategy, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) to cfg.train.steps with checkpoints, summaries and evaluation."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from utils.label_map import write_label_map
+    from utils.ssd_data import SsdInput, read_ground_truth
+    from utils.ssd_model import ARCHITECTURE, ModelError, build_ssd_model, initialize, ssd_anchors
+
+    cfg, run_dir = plan.cfg, plan.run_dir
+    train_cfg = cfg["train"]
+    replicas = strategy.num_replicas_in_sync
+    if train_cfg["batch_size"] % replicas:
+        raise ConfigError(f"train.batch_size {train_cfg['batch_size']} must be a multiple of the "
+                          f"{replicas} replicas")
+    tf.random.set_seed(train_cfg["seed"])
+    num_classes = len(plan.class_names)
+    anchors = ssd_anchors()
+
+    with strategy.scope():
+        model = build_ssd_model(num_classes)
+        optimizer, schedule = build_optimizer(cfg)
+        global_step = optimizer.iterations
+    if plan.resume_from is None:
+        log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    write_dir = run_dir if is_chief(strategy) else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
+    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=train_cfg["max_to_keep"],
+                                         step_counter=global_step,
+                                         checkpoint_interval=train_cfg["checkpoint_interval"])
+    if plan.resume_from is not None:
+        try:
+            with strategy.scope():
+                checkpoint.restore(plan.resume_from).assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as exc:
+            raise ModelError(f"{plan.resume_from}: checkpoint does not fit {ARCHITECTURE} with {num_classes} "
+                             f"classes ({str(exc).splitlines()[0]}); use another --run") from exc
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_label_map(run_dir / config.LABEL_MAP_NAME, plan.class_names)
+    _write_json(run_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
+                                          "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
+                                          "train_files": [str(f) for f in plan.train_files],
+                                          "eval_files": [str(f) for f in plan.eval_files], "config": cfg})
+
+    data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
+                    cfg["matcher"]["unmatched_threshold"], plan.collapse_classes)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),
+                                       cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"], input_context=ctx,
+                                       cache=cfg["data"]["cache"]))
+    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg)
+    evaluator = None
+    if plan.eval_files:
+        truth = read_ground_truth(plan.eval_files, plan.collapse_classes)
+        evaluator = make_evaluator(model, data.eval_dataset(plan.eval_files, train_cfg["eval_batch_size"]), truth,
+                                   anchors, dict(enumerate(plan.class_names, 1)))
+
+    steps = train_cfg["steps"]
+    bar = tqdm(total=steps, initial=int(global_step.numpy()), unit="step", desc=f"train {run_dir.name}",
+               disable=not progress, dynamic_ncols=True)
+    last: dict = {}
+
+    def on_train(output: Mapping) -> None:
+        last.update({k: float(v) for k, v in output.items()})
+        if not math.isfinite(last["loss/total"]):
+            raise TrainingError(f"the loss became {last['loss/total']} at step {int(global_step.numpy())}; "
+                                f"lower the learning rate (optimization.learning_rate)")
+        bar.update(int(global_step.numpy()) - bar.n)
+        bar.set_postfix(loss=f"{last['loss/total']:.3f}", lr=f"{last['learning_rate']:.2g}")
+
+    start = time.monotonic()
+    start_step = int(global_step.numpy())
+    with open(run_dir / TRAIN_LOG_NAME, "a", buffering=1) as orbit_log, contextlib.redirect_stdout(orbit_log), bar:
+        controller = _orbit().Controller(
+            strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
+            steps_per_loop=train_cfg["steps_per_loop"], checkpoint_manager=manager,
+            summary_dir=str(write_dir / "train"), eval_summary_dir=str(write_dir / "eval"),
+            train_actions=[on_train])
+        if train_cfg["eval_interval"] and evaluator is not None:
+            controller.train_and_evaluate(train_steps=steps, eval_steps=-1,
+                                          eval_interval=train_cfg["eval_interval"])
+        else:
+            controller.train(steps)
+        seconds = time.monotonic() - start
+        metrics = None
+        if evaluator is not None:
+            if not evaluator.last_metrics:  # train_and_evaluate already evaluated at the last step
+                controller.evaluate(-1)
+            metrics = evaluator.last_metrics
+    summary = {"run": run_dir.name, "step": int(global_step.numpy()), "steps_this_session":
+               int(global_step.numpy()) - start_step, "train_seconds": round(seconds, 1),
+               "checkpoint": manager.latest_checkpoint, "final_losses": last}
+    if metrics is not None:
+        summary["eval"] = {k: metrics[k] for k in ("AP50", "AP", "AR100", "images", "ground_truth_boxes")}
+        _write_json(run_dir / EVAL_METRICS_NAME, {"step": summary["step"], **metrics})
+    return summary
