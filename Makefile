@@ -16,13 +16,14 @@ DEMO_OUTPUT      ?= results/demo.mp4
 EGOHANDS_ZIP     ?=
 CALIBRATION      ?=
 RUN              ?= egohands
+EVAL_SPLIT       ?= eval
 TEST_ARGS        ?=
 
 .PHONY: help install model demo data video train export eval bench bench-data test lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: VIDEO=$(VIDEO) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN)"
+	@echo "Variables: VIDEO=$(VIDEO) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) EVAL_SPLIT=$(EVAL_SPLIT)"
 
 install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
 
@@ -54,10 +55,11 @@ train: model data ## Fine-tune the hand detector (config in model-checkpoint/, R
 	$(PY) train.py --run $(RUN)
 
 export: install ## Export the latest checkpoint of RUN to hand_inference_graph/
-	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR)
+	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR) \
+		$(if $(CALIBRATION),--calibration $(CALIBRATION),$(if $(wildcard images/train),--calibration images/train))
 
-eval: model ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on the eval split
-	$(PY) evaluate.py --model $(MODEL_DIR)
+eval: model ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on EVAL_SPLIT (eval)
+	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
 bench: model ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
 	$(PY) bench.py --source $(VIDEO)
