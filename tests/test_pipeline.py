@@ -1,0 +1,164 @@
+"""The ordered worker pipeline (utils.pipeline) with fake, deliberately slow and jittery workers."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from utils.pipeline import FrameFeed, PipelineError, ReorderBuffer, run_ordered
+
+
+def _jittery(seed: int, max_sleep: float = 0.004):
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def work(item):
+        with lock:
+            pause = rng.uniform(0, max_sleep)
+        time.sleep(pause)
+        return item, threading.current_thread().name
+    return work
+
+
+def _no_pipeline_threads_left():
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if not [t for t in threading.enumerate() if t.name == "reader" or t.name.startswith("worker-")]:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.timeout(60)
+def test_four_jittery_workers_keep_every_item_once_and_in_order():
+    got = []
+    stats = run_ordered(range(300), [_jittery(seed) for seed in range(4)],
+                        lambda result: got.append(result) or True, queue_size=5, keep_latest=False)
+    assert [item for item, _ in got] == list(range(300))  # none lost, duplicated or reordered
+    assert stats.delivered == 300 and stats.dropped == 0 and stats.stopped_by == "end"
+    assert sum(stats.worker_counts) == 300
+    assert len({worker for _, worker in got}) == 4, "every worker should have taken part"
+    assert _no_pipeline_threads_left()
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_consumer_applies_backpressure_without_loss():
+    results = []
+
+    def consume(result):
+        time.sleep(0.002)
+        results.append(result)
+        return True
+
+    run_ordered(range(60), [_jittery(s, 0.001) for s in range(3)], consume, queue_size=2, keep_latest=False)
+    assert [item for item, _ in results] == list(range(60))
+
+
+@pytest.mark.timeout(60)
+def test_keep_latest_drops_stale_items_but_keeps_order():
+    def fast_camera():
+        for i in range(400):
+            time.sleep(0.0005)
+            yield i
+
+    got = []
+    stats = run_ordered(fast_camera(), [_jittery(s, 0.01) for s in range(2)],
+                        lambda result: got.append(result[0]) or True, queue_size=5, keep_latest=True)
+    assert stats.dropped > 0, "a live source must drop frames the workers cannot keep up with"
+    assert got == sorted(got) and len(set(got)) == len(got)
+    assert len(got) + stats.dropped == 400
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_error_stops_everything_and_is_raised():
+    def failing(item):
+        if item == 7:
+            raise ValueError("bad frame 7")
+        time.sleep(0.001)
+        return item
+
+    got = []
+    with pytest.raises(PipelineError, match=r"worker \d failed: ValueError: bad frame 7") as info:
+        run_ordered(range(1000), [failing] * 3, lambda r: got.append(r) or True, queue_size=4,
+                    keep_latest=False)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "bad frame 7" in info.value.traceback_text
+    assert 7 not in got and len(got) < 1000
+    assert _no_pipeline_threads_left()
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_error_is_raised():
+    def broken_source():
+        yield 0
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(PipelineError, match="reader failed: OSError: disk gone"):
+        run_ordered(broken_source(), [lambda x: x] * 2, lambda r: True, queue_size=2, keep_latest=False)
+    assert _no_pipeline_threads_left()
+
+
+@pytest.mark.timeout(30)
+def test_consumer_can_stop_the_run():
+    got = []
+    stats = run_ordered(range(10_000), [_jittery(s, 0.001) for s in range(2)],
+                        lambda r: got.append(r[0]) or len(got) < 25, queue_size=3, keep_latest=False)
+    assert stats.stopped_by == "consumer"
+    assert got == list(range(25))
+    assert _no_pipeline_threads_left()
+
+
+@pytest.mark.timeout(30)
+def test_stop_event_ends_an_endless_source_quickly():
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    stop = threading.Event()
+    got = []
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    start = time.monotonic()
+    stats = run_ordered(endless(), [_jittery(s, 0.002) for s in range(4)], lambda r: got.append(r[0]) or True,
+                        queue_size=5, keep_latest=False, stop=stop)
+    assert time.monotonic() - start < 1.5
+    assert stats.stopped_by == "stop"
+    assert got == list(range(len(got))) and got, "what was processed before the stop comes out, in order"
+    assert _no_pipeline_threads_left()
+
+
+def test_feed_numbers_items_as_taken_and_drains_after_close():
+    feed = FrameFeed(3, keep_latest=False)
+    for item in "abc":
+        assert feed.put(item)
+    feed.close()
+    assert [feed.get(), feed.get(), feed.get(), feed.get()] == [(0, "a"), (1, "b"), (2, "c"), None]
+
+
+def test_latest_feed_keeps_only_the_newest():
+    feed = FrameFeed(1, keep_latest=True)
+    for item in range(5):
+        feed.put(item)
+    assert feed.get() == (0, 4) and feed.dropped == 4
+
+
+def test_reorder_buffer_releases_in_order_and_bounds_results_ahead():
+    buffer = ReorderBuffer(capacity=2)
+    buffer.put(1, "b")
+    assert buffer.get(timeout=0.01) == (False, None)  # 0 is not there yet
+    blocked = threading.Thread(target=buffer.put, args=(2, "c"))  # 2 >= next(0) + capacity: waits
+    blocked.start()
+    time.sleep(0.1)
+    assert blocked.is_alive()
+    buffer.put(0, "a")
+    assert buffer.get() == (True, "a")
+    blocked.join(2)
+    assert not blocked.is_alive()
+    assert [buffer.get(), buffer.get()] == [(True, "b"), (True, "c")]
+    with pytest.raises(ValueError, match="already delivered"):
+        buffer.put(1, "again")

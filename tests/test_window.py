@@ -1,0 +1,106 @@
+"""--display 1 opens a real OpenCV HighGUI window: run it under Xvfb, grab the screen, find the box.
+
+Needs the OS packages xvfb (the X server) and, for the 'q' key, xdotool; skipped when Xvfb is absent.
+Set HANDTRACK_KEEP_SCREENSHOT=path to keep the screenshot for a look.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils import detector_utils
+
+ROOT = Path(__file__).resolve().parent.parent
+XVFB_START_SECONDS = 10
+XDOTOOL_TRIES = 10
+
+
+@pytest.fixture
+def xvfb():
+    """A private Xvfb; -displayfd lets the server pick a free display number itself, so test runs
+    sharing a machine never end up on one display (sending each other's windows the 'q' key)."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb): cannot test the real window")
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24",
+                               "-nolisten", "tcp"], pass_fds=(write_end,), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], XVFB_START_SECONDS)
+        number = os.read(read_end, 32).decode().strip() if ready else ""
+        if not number.isdigit():
+            pytest.skip("Xvfb did not start")
+        yield f":{number}"
+    finally:
+        os.close(read_end)
+        server.terminate()
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _box_pixels(screenshot: np.ndarray) -> np.ndarray:
+    """Mask of pixels in the box colour (RGB screenshot; small tolerance for the window's scaling)."""
+    b, g, r = detector_utils.BOX_COLOR_BGR
+    return (np.abs(screenshot.astype(int) - (r, g, b)) <= 24).all(axis=2)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("script, title", [("detect_single_threaded.py", "Single-Threaded Detection"),
+                                           ("detect_multi_threaded.py", "Multi-Threaded Detection")])
+def test_window_shows_the_hand_with_its_box(xvfb, hand_video, model_dir, script, title):
+    from PIL import ImageGrab
+
+    env = dict(os.environ, DISPLAY=xvfb, TF_CPP_MIN_LOG_LEVEL="2", QT_QPA_PLATFORM="xcb")
+    # Frames 10-48 of the video show the hand; --fps 0 keeps the FPS text (also green) off the window,
+    # so green on the screen can only come from boxes and their labels.
+    process = subprocess.Popen([sys.executable, script, "--source", str(hand_video), "--display", "1",
+                                "--fps", "0", "--max-frames", "40", "--width", "640", "--height", "480",
+                                "--linger", "30"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 45
+        count, screenshot = 0, None
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.3)
+            screenshot = np.asarray(ImageGrab.grab(xdisplay=xvfb).convert("RGB"))
+            count = int(_box_pixels(screenshot).sum())
+            if count > 400:
+                time.sleep(1.0)  # let the last frame settle, then look again
+                screenshot = np.asarray(ImageGrab.grab(xdisplay=xvfb).convert("RGB"))
+                count = int(_box_pixels(screenshot).sum())
+                break
+        if os.environ.get("HANDTRACK_KEEP_SCREENSHOT") and screenshot is not None:
+            from PIL import Image
+            Image.fromarray(screenshot).save(os.environ["HANDTRACK_KEEP_SCREENSHOT"])
+        assert process.poll() is None, f"the script ended early:\n{process.communicate()[1]}"
+        assert count > 400, f"box colour on {count} pixels only"
+        ys, xs = np.nonzero(_box_pixels(screenshot))
+        assert np.ptp(xs) > 40 and np.ptp(ys) > 40, "the green pixels should outline a hand-sized box"
+
+        if shutil.which("xdotool"):  # 'q' in the window quits, as in the original
+            for _ in range(XDOTOOL_TRIES):  # Qt may still be replacing a helper window of that name
+                key = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^{title}$",
+                                      "windowfocus", "--sync", "key", "q"], env=env, timeout=10,
+                                     capture_output=True, text=True)
+                if key.returncode == 0:
+                    break
+                time.sleep(0.3)
+            assert key.returncode == 0, (f"xdotool: {key.stderr or key.stdout}; script alive: "
+                                         f"{process.poll() is None}")
+            stdout, stderr = process.communicate(timeout=10)
+            assert process.returncode == 0, stderr
+            assert "40 frames" in stdout and "stopped by --max-frames" in stdout
+    finally:
+        process.kill()
+        process.wait()

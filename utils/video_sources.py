@@ -1,0 +1,207 @@
+"""Live frame sources for the detectors: a camera index, a video file, a stream URL, an image,
+or a folder / glob of images.
+
+    with open_source("videos/chess.mov") as source:
+        for frame in source.frames():          # SourceFrame(index, timestamp, bgr, name, error)
+            ...
+
+`open_source` fails early with a `SourceError` whose message names the source and what to do;
+it also reads the first frame, so a file that opens but decodes nothing is refused before any work.
+A frame that cannot be decoded (a corrupt image in a folder) comes through with `bgr=None` and an
+`error`, so the caller can warn, count it and go on. Only OpenCV is needed (no TensorFlow).
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.frames import IMAGE_SUFFIXES
+
+# Stream schemes that deliver frames in real time (a reader must drop stale frames, not queue them).
+# An http(s) URL may be a plain file, so it is read frame by frame like one.
+LIVE_URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt", "rtp")
+# Frame rate written to --output for sources that report none (cameras without it, images).
+FALLBACK_FPS = 30.0
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_WHAT_TO_PASS = "pass a camera index, a video file, a stream URL, an image, or a folder or glob of images"
+
+
+class SourceError(ValueError):
+    """A source that does not exist, cannot be opened or yields no frame."""
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    index: int                      # position in the source, 0-based (a skipped frame keeps its number)
+    timestamp: float | None         # seconds: media time for files, since opening for live sources,
+                                    # None for images (they have no time)
+    bgr: np.ndarray | None          # None when the frame could not be decoded
+    name: str | None = None         # the image file, for image sources
+    error: str | None = None        # why bgr is None
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (a missing camera prints several) while we report errors ourselves."""
+    import cv2
+
+    logging = cv2.utils.logging
+    previous = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
+
+
+def natural_key(text: str) -> list:
+    """Sort key that puts frame_2 before frame_10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+class FrameSource:
+    """Base: iterate `frames()` once; `live` sources (cameras, streams) should drop stale frames."""
+
+    description: str = ""
+    live: bool = False
+    fps: float = FALLBACK_FPS
+
+    def frames(self) -> Iterator[SourceFrame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CaptureSource(FrameSource):
+    """cv2.VideoCapture over a camera index, a video file or a stream URL."""
+
+    def __init__(self, target: int | str, live: bool, width: int = 0, height: int = 0):
+        import cv2
+
+        self.description = f"camera {target}" if isinstance(target, int) else str(target)
+        self.live = live
+        with quiet_opencv():
+            self.capture = cv2.VideoCapture(target)
+            if isinstance(target, int) and self.capture.isOpened():
+                self.capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver keeps no backlog of old frames
+                if width > 0 and height > 0:
+                    # Ask the camera for the size, as the original did; frames are resized anyway.
+                    self.capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+                    self.capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if not self.capture.isOpened():
+                self.capture.release()
+                if isinstance(target, int):
+                    raise SourceError(f"camera {target}: cannot open it; check that it is plugged in and not "
+                                      f"used by another program, or {_WHAT_TO_PASS}")
+                raise SourceError(f"{target}: cannot open it as a video (unsupported format, corrupt file or "
+                                  f"unreachable stream); {_WHAT_TO_PASS}")
+            ok, first = self.capture.read()
+        if not ok or first is None:
+            self.capture.release()
+            raise SourceError(f"{self.description}: opened but no frame could be read (empty or corrupt "
+                              f"video, or a camera that delivers nothing)")
+        reported_fps = self.capture.get(cv2.CAP_PROP_FPS)
+        # Some backends report 0 or absurd rates (1000 for some streams): fall back then.
+        self.fps = reported_fps if 0 < reported_fps <= 240 else FALLBACK_FPS
+        self._first: np.ndarray | None = first
+        self._opened_at = time.monotonic()
+
+    def frames(self) -> Iterator[SourceFrame]:
+        index = 0
+        frame, self._first = self._first, None
+        while frame is not None:
+            # Files get media time (deterministic: the same JSON from any run); live sources wall time.
+            timestamp = time.monotonic() - self._opened_at if self.live else index / self.fps
+            yield SourceFrame(index, timestamp, frame)
+            index += 1
+            ok, frame = self.capture.read()
+            if not ok:
+                frame = None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class ImageFilesSource(FrameSource):
+    """Still images in a given order; each is one frame."""
+
+    def __init__(self, files: list[Path], description: str):
+        self.files = files
+        self.description = description
+
+    def frames(self) -> Iterator[SourceFrame]:
+        import cv2
+
+        for index, path in enumerate(self.files):
+            try:
+                # imdecode on bytes, not imread: it also handles non-ASCII paths and never prints.
+                bgr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+                error = None if bgr is not None else "not a decodable image"
+            except OSError as exc:
+                bgr, error = None, f"cannot read it ({exc.strerror or exc})"
+            yield SourceFrame(index, None, bgr, str(path), error)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=lambda p: natural_key(p.name))
+
+
+def open_source(source: str | int | Path, width: int = 0, height: int = 0) -> FrameSource:
+    """Open `source` (see the module doc). `width`/`height` are only a request to a camera."""
+    text = str(source).strip()
+    if re.fullmatch(r"\d+", text):
+        return CaptureSource(int(text), live=True, width=width, height=height)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        return CaptureSource(text, live=scheme in LIVE_URL_SCHEMES)
+    path = Path(text).expanduser()
+    if not path.exists() and _GLOB_CHARS.search(text):
+        files = sorted((Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: natural_key(str(p)))
+        if not files:
+            raise SourceError(f"{text}: no image files ({', '.join(IMAGE_SUFFIXES)}) match this pattern; "
+                              f"{_WHAT_TO_PASS}")
+        return ImageFilesSource(files, text)
+    if not path.exists():
+        raise SourceError(f"{text}: no such file or folder; {_WHAT_TO_PASS}")
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise SourceError(f"{text}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                              f"{_WHAT_TO_PASS}")
+        return ImageFilesSource(files, text)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFilesSource([path], text)
+    return CaptureSource(text, live=False)
+
+
+def fit_frame(bgr: np.ndarray, width: int, height: int, flip: bool = False) -> np.ndarray:
+    """Resize to width x height (0 for one side keeps the aspect ratio, 0 for both keeps the size)
+    and mirror horizontally when `flip` (a webcam shown like a mirror)."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    if width > 0 and height <= 0:
+        height = max(1, round(h * width / w))
+    elif height > 0 and width <= 0:
+        width = max(1, round(w * height / h))
+    if width > 0 and (w, h) != (width, height):
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    if flip:
+        bgr = cv2.flip(bgr, 1)
+    return bgr
