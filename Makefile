@@ -8,7 +8,10 @@ PY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-MODEL_DIR        := hand_inference_graph
+MODEL_DIR        ?= hand_inference_graph
+# `make test` checks the pretrained model in a folder of its own, never overwriting MODEL_DIR.
+TEST_MODEL_DIR   := $(CURDIR)/.cache/test_model
+HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
 HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
@@ -36,13 +39,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -c "import cv2, re, sys; sys.exit(0 if re.search(r'(QT|GTK\+):\s+YES', cv2.getBuildInformation()) else 'cv2 has no GUI backend: opencv-python-headless shadows opencv-python')"
 	touch $@
 
-model: install ## Fetch the pretrained EgoHands model (npm handtrackjs@0.1.5) and export every format
+model: install ## Fetch the pretrained EgoHands model (npm handtrackjs@0.1.5) and export every format to MODEL_DIR
 	$(PY) fetch_pretrained.py
-	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR) \
-		$(if $(CALIBRATION),--calibration $(CALIBRATION))
+	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR)$(if \
+		$(CALIBRATION), --calibration $(CALIBRATION))
 
-demo: model ## Detect hands in VIDEO headless: annotated video in results/demo.mp4, FPS printed
-	$(PY) detect_single_threaded.py --source $(VIDEO) --display 0 --output $(DEMO_OUTPUT) --json results/demo.jsonl
+# Targets that only need *a* model: build the pretrained one if MODEL_DIR has none (an exported
+# model is kept); those that need the TF.js weights or the records: fetch or build them once.
+$(MODEL_DIR)/manifest.json:
+	$(MAKE) model MODEL_DIR=$(MODEL_DIR)
+$(HANDTRACKJS_MARKER): | $(VENV)/.installed
+	$(PY) fetch_pretrained.py
+data/hand_label_map.pbtxt:
+	$(MAKE) data
+
+demo: install | $(MODEL_DIR)/manifest.json ## Detect hands in VIDEO headless: annotated video in results/demo.mp4, FPS printed
+	$(PY) detect_single_threaded.py --source $(VIDEO) --model $(MODEL_DIR) --display 0 --output $(DEMO_OUTPUT) --json results/demo.jsonl
 
 data: install ## EgoHands -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP=zip to skip the download)
 	$(PY) egohands_dataset_clean.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
@@ -51,24 +63,25 @@ data: install ## EgoHands -> images/<split>/ + <split>_labels.csv -> data/<split
 video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHANDS_ZIP=... for a local zip)
 	$(PY) make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
 
-train: model data ## Fine-tune the hand detector (config in model-checkpoint/, RUN=name)
+train: install | $(HANDTRACKJS_MARKER) data/hand_label_map.pbtxt ## Fine-tune the hand detector (config in model-checkpoint/, RUN=name)
 	$(PY) train.py --run $(RUN)
 
-export: install ## Export the latest checkpoint of RUN to hand_inference_graph/
+export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN to hand_inference_graph/
 	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR) \
 		$(if $(CALIBRATION),--calibration $(CALIBRATION),$(if $(wildcard images/train),--calibration images/train))
 
-eval: model ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on EVAL_SPLIT (eval)
+eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on EVAL_SPLIT (eval)
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
-bench: model ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
-	$(PY) bench.py --source $(VIDEO)
+bench: install | $(MODEL_DIR)/manifest.json ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
+	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR)
 
 bench-data: install ## Benchmark the data pipeline (images/s) on the shared EgoHands sample
 	$(PY) bench_data.py
 
-test: model ## Run the test suite
-	$(PY) -m pytest tests $(TEST_ARGS)
+test: install ## Run the test suite (on its own copy of the pretrained model in .cache/test_model)
+	$(MAKE) --no-print-directory model MODEL_DIR=$(TEST_MODEL_DIR)
+	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) $(PY) -m pytest tests $(TEST_ARGS)
 
 lint: install ## Lint with ruff
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from utils.eval_tools import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
     from utils.fileio import atomic_write_text
 
+    try:  # fail before the evaluation, not after it
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.output_dir).close()
+    except OSError as exc:
+        print(f"error: {args.output_dir}: output folder not writable ({exc.strerror}); pass --output-dir",
+              file=sys.stderr)
+        return 2
     try:
         samples, source = load_samples(args)
         if not samples:

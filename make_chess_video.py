@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
+        where = args.zip or args.images or (DEFAULT_ZIP if DEFAULT_ZIP.exists() else config.IMAGES_DIR)
         if args.zip is not None:
             frames = zip_frames(args.zip, args.video)
         elif args.images is not None or not DEFAULT_ZIP.exists():
@@ -155,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             frames = zip_frames(DEFAULT_ZIP, args.video)
         if not frames:
-            where = args.zip or args.images or DEFAULT_ZIP
             raise ChessVideoError(f"{where}: no frames of videos named {args.video}*; check --video")
         count = write_video(decoded(frames, warn), args.output, args.fps)
     except (ChessVideoError, UserError) as exc:

@@ -24,8 +24,8 @@ def cached_tarball():
 def test_second_make_model_rebuilds_nothing(model_dir):
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
-    result = subprocess.run(["make", "-s", "model"], cwd=config.ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(["make", "-s", "model", f"MODEL_DIR={model_dir}"], cwd=config.ROOT,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in files} == before

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Build outputs (gitignored, made by make targets).
 CACHE_DIR = ROOT / ".cache"
-MODEL_DIR = ROOT / "hand_inference_graph"
+# HANDTRACK_MODEL_DIR points everything at another model folder (`make test` uses its own copy of
+# the pretrained model, so the tests never overwrite a model you exported).
+MODEL_DIR = ROOT / os.environ.get("HANDTRACK_MODEL_DIR", "hand_inference_graph")
 DATA_DIR = ROOT / "data"
 IMAGES_DIR = ROOT / "images"
 CHECKPOINT_DIR = ROOT / "model-checkpoint"

@@ -48,13 +48,22 @@ def _image_reader(images: Path) -> Callable[[str], Callable[[], np.ndarray]]:
             archive = zipfile.ZipFile(images)
         except (OSError, zipfile.BadZipFile) as exc:
             raise EvalDataError(f"{images}: cannot read the zip ({exc})") from exc
-        members = {}
+        # A label may name a member by any path suffix ('VIDEO/frame_0001.jpg') or by the flat name
+        # egohands_dataset_clean.py gives it ('VIDEO_frame_0001.jpg'). A suffix shared by several
+        # members ('frame_0001.jpg' is in every video) is ambiguous and maps to None.
+        members: dict[str, str | None] = {}
         for member in archive.namelist():
             parts = member.split("/")
-            for i in range(len(parts)):
-                members.setdefault("/".join(parts[i:]), member)
+            keys = {"/".join(parts[i:]) for i in range(len(parts))}
+            if len(parts) >= 2:
+                keys.add(f"{parts[-2]}_{parts[-1]}")
+            for key in keys:
+                members[key] = None if key in members and members[key] != member else member
 
         def from_zip(filename: str) -> Callable[[], np.ndarray]:
+            if filename in members and members[filename] is None:
+                raise EvalDataError(f"{images}: {filename!r} matches several members; label with the "
+                                    f"video folder, e.g. 'VIDEO/{filename}'")
             member = members.get(filename)
             if member is None:
                 raise EvalDataError(f"{images}: no member {filename!r}; are the labels from this zip?")
@@ -82,7 +91,7 @@ def csv_samples(labels_csv: str | Path, images: str | Path, only: str | None = N
     except FileNotFoundError as exc:
         raise EvalDataError(f"{labels_csv}: not found; run `make data` or pass --labels") from exc
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise EvalDataError(f"{labels_csv}: not a readable CSV ({exc})") from exc
+        raise EvalDataError(f"{labels_csv}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from exc
     missing = [c for c in CSV_COLUMNS if c not in df.columns]
     if missing:
         raise EvalDataError(f"{labels_csv}: missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}")

@@ -262,25 +262,25 @@ def is_up_to_date(model_dir: Path, source: dict, expected_files: Sequence[str]) 
 def export_model(core: "GraphDef", anchors: np.ndarray, class_names: Sequence[str], output_dir: Path,
                  source: dict, calibration_images: Callable[[], Iterable[np.ndarray]] | None,
                  log: Callable[[str], None] = print) -> dict:
-    """Write every file of hand_inference_graph/ into output_dir, then its manifest (written last,
-    so a manifest means a complete export)."""
+    """Write every file of hand_inference_graph/ into output_dir (replacing it) with its manifest."""
     from utils.label_map import write_label_map
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / config.MANIFEST_NAME).unlink(missing_ok=True)
-    write_label_map(output_dir / config.LABEL_MAP_NAME, class_names)
-    log(f"building {config.FROZEN_GRAPH_NAME} (with non-max suppression)")
-    detection_graph = build_detection_graph_def(core, anchors)
-    atomic_write_bytes(output_dir / config.FROZEN_GRAPH_NAME, detection_graph.SerializeToString())
-    log(f"building {config.SAVED_MODEL_NAME}/")
-    write_saved_model(detection_graph, output_dir / config.SAVED_MODEL_NAME)
-    int8_path = output_dir / config.TFLITE_INT8_NAME
-    if calibration_images is None:
-        int8_path.unlink(missing_ok=True)
-        log(f"skipping {config.TFLITE_INT8_NAME}: no calibration frames (pass --calibration)")
-    log(f"building {config.TFLITE_FP32_NAME}" + ("" if calibration_images is None
-                                                  else f" and {config.TFLITE_INT8_NAME} (calibrating)"))
-    write_tflite_models(core, anchors, len(class_names), output_dir / config.TFLITE_FP32_NAME,
-                        int8_path if calibration_images is not None else None, calibration_images)
-    return write_manifest(output_dir, source)
+    # Built in a temporary folder and swapped in whole: a failed export (say, a corrupt calibration
+    # frame) leaves the previous model intact, never a mix of old and new files.
+    with atomic_path(output_dir) as work:
+        work.mkdir()
+        write_label_map(work / config.LABEL_MAP_NAME, class_names)
+        log(f"building {config.FROZEN_GRAPH_NAME} (with non-max suppression)")
+        detection_graph = build_detection_graph_def(core, anchors)
+        atomic_write_bytes(work / config.FROZEN_GRAPH_NAME, detection_graph.SerializeToString())
+        log(f"building {config.SAVED_MODEL_NAME}/")
+        write_saved_model(detection_graph, work / config.SAVED_MODEL_NAME)
+        int8_path = work / config.TFLITE_INT8_NAME if calibration_images is not None else None
+        if int8_path is None:
+            log(f"skipping {config.TFLITE_INT8_NAME}: no calibration frames (pass --calibration)")
+        log(f"building {config.TFLITE_FP32_NAME}" + ("" if int8_path is None
+                                                      else f" and {config.TFLITE_INT8_NAME} (calibrating)"))
+        write_tflite_models(core, anchors, len(class_names), work / config.TFLITE_FP32_NAME, int8_path,
+                            calibration_images)
+        manifest = write_manifest(work, source)
+    return manifest

@@ -79,7 +79,7 @@ def read_labels_csv(path: str | os.PathLike, name_to_id: Mapping[str, int]) -> l
         raise TFRecordError(f"{path}: no such file; run egohands_dataset_clean.py first or pass "
                             "--input-dir") from exc
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TFRecordError(f"{path}: not a readable CSV ({exc}); regenerate it with "
+        raise TFRecordError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]}); regenerate it with "
                             "egohands_dataset_clean.py") from exc
     missing = [c for c in CSV_COLUMNS if c not in df.columns]
     if missing:
