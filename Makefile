@@ -21,12 +21,13 @@ CALIBRATION      ?=
 RUN              ?= egohands
 EVAL_SPLIT       ?= eval
 TEST_ARGS        ?=
+TRAIN_ARGS       ?=
 
 .PHONY: help install model demo data video train export eval bench bench-data test lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: VIDEO=$(VIDEO) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) EVAL_SPLIT=$(EVAL_SPLIT)"
+	@echo "Variables: VIDEO=$(VIDEO) MODEL_DIR=$(MODEL_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
 
 install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
 
@@ -64,7 +65,7 @@ video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHAND
 	$(PY) make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
 
 train: install | $(HANDTRACKJS_MARKER) data/hand_label_map.pbtxt ## Fine-tune the hand detector (config in model-checkpoint/, RUN=name)
-	$(PY) train.py --run $(RUN)
+	$(PY) train.py --run $(RUN) $(TRAIN_ARGS)
 
 export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN to hand_inference_graph/
 	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR) \
