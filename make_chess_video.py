@@ -22,6 +22,7 @@ import numpy as np
 
 from utils import config
 from utils.detection_loop import OUTPUT_VIDEO_SUFFIXES, UserError, check_output_path
+from utils.egohands import LABELLED_DIR
 from utils.fileio import atomic_path
 from utils.video_sources import natural_key
 
@@ -29,8 +30,7 @@ DEFAULT_OUTPUT = config.VIDEOS_DIR / "chess.mov"
 DEFAULT_FPS = 10.0
 DEFAULT_PREFIX = "CHESS"
 DEFAULT_ZIP = config.CACHE_DIR / "egohands_data.zip"  # where egohands_dataset_clean.py downloads it
-VIDEO_FOURCC = "mp4v"
-LABELLED_DIR = "_LABELLED_SAMPLES"
+VIDEO_FOURCC = config.VIDEO_FOURCC
 _ZIP_MEMBER = re.compile(rf"(?:^|/){LABELLED_DIR}/([^/]+)/(frame_\d+\.jpe?g)$", re.I)
 _IMAGE_NAME = re.compile(r"^(.+)_(frame_\d+\.jpe?g)$", re.I)
 

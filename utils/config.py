@@ -55,6 +55,10 @@ MAX_DETECTIONS = 100
 # int8 calibration: real hand frames, evenly spread over the sources.
 CALIBRATION_FRAMES = 100
 
+# The labels CSV of the original project (pixels), and the annotated-video codec.
+LABELS_CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+VIDEO_FOURCC = "mp4v"
+
 # Detector defaults.
 DEFAULT_SCORE_THRESHOLD = 0.2
 DEFAULT_NUM_HANDS = 2

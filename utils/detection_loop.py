@@ -33,7 +33,7 @@ from utils.video_sources import FrameSource, SourceError, SourceFrame, fit_frame
 
 SINGLE_TITLE = "Single-Threaded Detection"  # the original's window titles
 MULTI_TITLE = "Multi-Threaded Detection"
-VIDEO_FOURCC = "mp4v"
+VIDEO_FOURCC = config.VIDEO_FOURCC
 OUTPUT_VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv")  # containers OpenCV writes mp4v into
 DEFAULT_QUEUE_SIZE = 5                      # the original's default
 SCORE_DECIMALS = 4

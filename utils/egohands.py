@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import config
 from utils.egohands_jpeg import JpegHeaderError, jpeg_size
 from utils.fileio import atomic_path
 
@@ -41,7 +42,7 @@ HAND_FIELDS = ("myleft", "myright", "yourleft", "yourright")  # polygons.mat fie
 HAND_CLASS = "hand"
 SPLITS = ("train", "test", "eval")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)  # of videos, for train/test/eval
-CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
 # Twice the signed area below which a polygon counts as flat (collinear or collapsed by clipping).
 _MIN_AREA2 = 1e-9

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+from utils import config
+
+CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
 
 class EvalDataError(ValueError):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from utils import config
 from utils.egohands_jpeg import jpeg_is_complete, jpeg_size
 from utils.fileio import atomic_path
 
@@ -41,7 +42,7 @@ FEATURE_KEYS = (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_FI
 
 RECORD_SUFFIX = ".record"
 DEFAULT_SHARD_SIZE = 1000  # images per shard; the full EgoHands train split (~3800 frames) -> 4 shards
-CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 _BATCH = 16  # images per worker task: fewer round trips, still a smooth progress bar
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
 
