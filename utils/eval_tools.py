@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import config
+from utils.boxes import normalized_to_pixels
 
 CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
@@ -131,8 +132,7 @@ def record_samples(files: Sequence[str | Path], only: str | None = None) -> list
             if only and only not in name:
                 continue
             width, height = parsed[IMAGE_WIDTH], parsed[IMAGE_HEIGHT]
-            ymin, xmin, ymax, xmax = example_boxes(parsed).astype(np.float64).T
-            boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
+            boxes = normalized_to_pixels(example_boxes(parsed), width, height)
             data = parsed[IMAGE_ENCODED]
             samples.append(LabelledImage(name, width, height, boxes, [str(c) for c in parsed[CLASS_TEXT]],
                                          lambda data=data, name=name: _decode_rgb(data, name)))

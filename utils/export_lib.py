@@ -51,6 +51,21 @@ def decode_boxes(encodings, anchors: np.ndarray):
     return tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=-1)
 
 
+def postprocess(encodings, logits, anchors: np.ndarray, max_detections: int = config.MAX_DETECTIONS,
+                iou_threshold: float = config.NMS_IOU_THRESHOLD) -> dict:
+    """Raw predictions -> decoded boxes, sigmoid scores and per-class NMS (the exported graph's and
+    the training evaluation's one definition). Classes are label map ids (1-based)."""
+    tf = _tf()
+    boxes = decode_boxes(encodings, anchors)
+    scores = tf.sigmoid(logits)[:, :, 1:]
+    nmsed = tf.image.combined_non_max_suppression(
+        boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=max_detections,
+        max_total_size=max_detections, iou_threshold=iou_threshold,
+        score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=True)  # to the image, as the OD API did
+    return {"raw_boxes": boxes, "raw_scores": scores, "boxes": nmsed.nmsed_boxes, "scores": nmsed.nmsed_scores,
+            "classes": nmsed.nmsed_classes + 1.0, "count": nmsed.valid_detections}
+
+
 def legacy_resize_and_normalize(image_uint8, size: int = config.MODEL_INPUT_SIZE):
     """What the original graph did: TF1 bilinear resize (no half-pixel centers), then x*2/255-1."""
     tf = _tf()
@@ -73,16 +88,13 @@ def build_detection_graph_def(core: "GraphDef", anchors: np.ndarray,
         preprocessed = legacy_resize_and_normalize(image)
         encodings, logits = tf.graph_util.import_graph_def(
             core, input_map={CORE_INPUT: preprocessed}, return_elements=list(CORE_OUTPUTS), name="ssd")
-        boxes = tf.identity(decode_boxes(encodings, anchors), name="raw_detection_boxes")
-        scores = tf.identity(tf.sigmoid(logits)[:, :, 1:], name="raw_detection_scores")
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=max_detections,
-            max_total_size=max_detections, iou_threshold=iou_threshold,
-            score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=True)  # to the image, as the OD API did
-        tf.identity(nmsed.nmsed_boxes, name="detection_boxes")
-        tf.identity(nmsed.nmsed_scores, name="detection_scores")
-        tf.identity(nmsed.nmsed_classes + 1.0, name="detection_classes")  # label map ids are 1-based
-        tf.cast(nmsed.valid_detections, tf.float32, name="num_detections")
+        detections = postprocess(encodings, logits, anchors, max_detections, iou_threshold)
+        tf.identity(detections["raw_boxes"], name="raw_detection_boxes")
+        tf.identity(detections["raw_scores"], name="raw_detection_scores")
+        tf.identity(detections["boxes"], name="detection_boxes")
+        tf.identity(detections["scores"], name="detection_scores")
+        tf.identity(detections["classes"], name="detection_classes")
+        tf.cast(detections["count"], tf.float32, name="num_detections")
     outputs = list(config.OUTPUT_TENSORS) + ["raw_detection_boxes", "raw_detection_scores"]
     return tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), outputs)
 
@@ -151,7 +163,7 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
     anchors_cs = _center_size(anchors)
 
     @tf.function(experimental_implements=_postprocess_signature(num_classes, max_detections, iou_threshold))
-    def postprocess(box_encodings, class_predictions, anchor_boxes):
+    def tflite_postprocess(box_encodings, class_predictions, anchor_boxes):
         # Stand-in body: the converter replaces this whole function by the TFLite op.
         zero = tf.constant(0.0, tf.float32)
         return zero, zero, zero, zero
@@ -160,7 +172,7 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
         @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=TFLITE_INPUT_NAME)])
         def serve(self, preprocessed):
             encodings, logits = core_fn(preprocessed)
-            outputs = postprocess(encodings, tf.sigmoid(logits), tf.constant(anchors_cs))
+            outputs = tflite_postprocess(encodings, tf.sigmoid(logits), tf.constant(anchors_cs))
             return dict(zip(TFLITE_OUTPUTS, outputs, strict=False))
 
     module = TfliteModule()

@@ -189,14 +189,14 @@ class SsdInput:
 
 def read_ground_truth(files: Sequence[str | Path], collapse_classes: bool = False) -> list:
     """ImageAnnotations (pixel boxes, label ids) of every record, in record order."""
+    from utils.boxes import normalized_to_pixels
     from utils.evaluation import ImageAnnotations
     from utils.tfrecord_utils import CLASS_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, example_boxes, read_examples
 
     truth = []
     for parsed in read_examples([str(f) for f in files]):
         width, height = parsed[IMAGE_WIDTH], parsed[IMAGE_HEIGHT]
-        ymin, xmin, ymax, xmax = example_boxes(parsed).astype(np.float64).T
-        boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
+        boxes = normalized_to_pixels(example_boxes(parsed), width, height)
         labels = np.asarray(parsed[CLASS_LABEL], np.int64)
         truth.append(ImageAnnotations(width, height, boxes, np.ones_like(labels) if collapse_classes else labels))
     return truth

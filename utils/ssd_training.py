@@ -308,18 +308,10 @@ def ssd_losses(outputs: Mapping, targets: Mapping, loss_cfg: Mapping) -> dict:
 
 def postprocess(outputs: Mapping, anchors: np.ndarray):
     """Decoded boxes, sigmoid scores and NMS exactly as the exported graph does them."""
-    import tensorflow as tf
+    from utils import export_lib
 
-    from utils.export_lib import NMS_SCORE_THRESHOLD, decode_boxes
-
-    boxes = decode_boxes(outputs["box_encodings"], anchors)
-    scores = tf.sigmoid(outputs["class_logits"])[:, :, 1:]
-    nmsed = tf.image.combined_non_max_suppression(
-        boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=config.MAX_DETECTIONS,
-        max_total_size=config.MAX_DETECTIONS, iou_threshold=config.NMS_IOU_THRESHOLD,
-        score_threshold=NMS_SCORE_THRESHOLD, clip_boxes=True)
-    return {"boxes": nmsed.nmsed_boxes, "scores": nmsed.nmsed_scores, "classes": nmsed.nmsed_classes + 1.0,
-            "count": nmsed.valid_detections}
+    detections = export_lib.postprocess(outputs["box_encodings"], outputs["class_logits"], anchors)
+    return {key: detections[key] for key in ("boxes", "scores", "classes", "count")}  # raw ones not needed
 
 
 def _orbit():
