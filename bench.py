@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import config, detector_utils
-from utils.detection_loop import (
+from utils.common import config
+from utils.common.fileio import atomic_path, atomic_write_text
+from utils.runtime import detector as detector_utils
+from utils.runtime.detection_loop import (
     FrameProcessor,
     FrameStream,
     Presenter,
@@ -43,8 +45,7 @@ from utils.detection_loop import (
     run_single,
     threads_per_detector,
 )
-from utils.fileio import atomic_path, atomic_write_text
-from utils.video_sources import SourceError, SourceFrame, open_source
+from utils.runtime.sources import SourceError, SourceFrame, open_source
 
 DEFAULT_REPEATS = 3
 INTERPRETER_FRAMES = 100            # frames per interpreter timing
@@ -174,7 +175,7 @@ def run_ours(source: str, processors: list[FrameProcessor], width: int, height: 
 
 def interpreter_ms(make: Callable[[], object], inputs: list[np.ndarray]) -> float:
     """Mean ms of one signature-runner call (invoke only, inputs already preprocessed)."""
-    from utils.export_lib import TFLITE_INPUT_NAME
+    from utils.runtime.contract import TFLITE_INPUT_NAME
 
     runner = make().get_signature_runner("serving_default")
     runner(**{TFLITE_INPUT_NAME: inputs[0]})
@@ -189,7 +190,7 @@ def compare_interpreters(model_dir: Path, rgb_frames: list[np.ndarray]
     """(model, threads, LiteRT ms, tf.lite ms) for each TFLite model."""
     from ai_edge_litert.interpreter import Interpreter as LiteRT
 
-    from utils.export_lib import preprocess_for_tflite
+    from utils.runtime.contract import preprocess_for_tflite
 
     with contextlib.redirect_stderr(io.StringIO()):
         import tensorflow as tf
@@ -211,8 +212,8 @@ def profile_single(source: str, detector: detector_utils.TFLiteDetector, width: 
     """ms per frame of each step of our single-threaded loop (TFLite model)."""
     import cv2
 
-    from utils.detection_loop import frame_record, select_detections
-    from utils.export_lib import preprocess_for_tflite
+    from utils.runtime.contract import preprocess_for_tflite
+    from utils.runtime.detection_loop import frame_record, select_detections
 
     steps = ["read + decode", "resize", "BGR->RGB", "preprocess (legacy resize, scale)", "interpreter",
              "select + draw + JSON record"]

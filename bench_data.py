@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils import config
-from utils.egohands import (
+from utils.common import config
+from utils.data.egohands import (
     SPLITS,
     EgoHandsError,
     class_names,
@@ -24,7 +24,7 @@ from utils.egohands import (
     open_zip,
     split_videos,
 )
-from utils.tfrecord_utils import DEFAULT_SHARD_SIZE, TFRecordError, write_split
+from utils.data.tfrecord import DEFAULT_SHARD_SIZE, TFRecordError, write_split
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utils import detection_loop
+from utils.runtime import detection_loop
 
 
 def main(argv: list[str] | None = None) -> int:

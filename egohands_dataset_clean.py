@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils import config
-from utils.egohands import (
+from utils.common import config
+from utils.data.egohands import (
     DEFAULT_FRACTIONS,
     EGOHANDS_MIRROR_URL,
     EGOHANDS_SHA256,
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         zip_path = args.zip
         if zip_path is None:
-            from utils.egohands_download import download
+            from utils.data.download import download
 
             print(f"downloading {args.url} -> {args.download_to}", file=sys.stderr)
             zip_path = download(args.url, args.download_to, expected_size=args.expected_size or None,

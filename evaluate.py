@@ -2,7 +2,7 @@
 """COCO metrics of a hand model: AP@0.5, AP@[.5:.95], AR@100 and a precision-recall curve.
 
 Any model in the hand_inference_graph/ format works (frozen graph, SavedModel, TFLite fp32/int8,
-from `make model` or `make export`), loaded by utils.detector_utils exactly as the detectors load
+from `make model` or `make export`), loaded by utils.runtime.detector exactly as the detectors load
 it, class names included. Labelled images come from a split made by `make data`
 (<split>_labels.csv + images/<split>/, or data/<split>.record), or from --labels/--images/--records.
 Boxes are matched class by class when the model knows every labelled class name, else
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils import config
+from utils.common import config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_samples(args: argparse.Namespace):
     """(samples, description of where they came from)."""
-    from utils.eval_tools import EvalDataError, csv_samples, record_samples
-    from utils.tfrecord_utils import record_files
+    from utils.data.tfrecord import record_files
+    from utils.evaluation.samples import EvalDataError, csv_samples, record_samples
 
     if args.records:
         for path in args.records:
@@ -74,9 +74,9 @@ def load_samples(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.detector_utils import ModelLoadError, load_inference_graph
-    from utils.eval_tools import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
-    from utils.fileio import atomic_write_text
+    from utils.common.fileio import atomic_write_text
+    from utils.evaluation.samples import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
+    from utils.runtime.detector import ModelLoadError, load_inference_graph
 
     try:  # fail before the evaluation, not after it
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-from utils import config
+from utils.common import config
 
-EXPORTER_CODE = [config.ROOT / "export_inference_graph.py", config.ROOT / "utils" / "export_lib.py",
-                 config.ROOT / "utils" / "tfjs_model.py"]
+EXPORTER_CODE = [config.ROOT / "export_inference_graph.py", config.ROOT / "utils" / "export" / "exporter.py",
+                 config.ROOT / "utils" / "export" / "tfjs.py", config.ROOT / "utils" / "runtime" / "contract.py"]
 EXPECTED_FILES = [config.LABEL_MAP_NAME, config.FROZEN_GRAPH_NAME, config.SAVED_MODEL_NAME,
                   config.TFLITE_FP32_NAME]
 
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def calibration_reader(sources: list[str], total: int):
     """A re-iterable of RGB frames: `total` split evenly over the sources."""
-    from utils.frames import iter_rgb_frames
+    from utils.runtime.frames import iter_rgb_frames
 
     per_source = max(1, total // len(sources))
 
@@ -67,10 +67,10 @@ def calibration_reader(sources: list[str], total: int):
 
 def load_source(args: argparse.Namespace):
     """(core GraphDef, anchors, class names, source description) for the chosen source."""
-    from utils.export_lib import code_fingerprint, folder_fingerprint
+    from utils.export.exporter import code_fingerprint, folder_fingerprint
 
     if args.from_tfjs is not None:
-        from utils.tfjs_model import core_graph_def_from_tfjs, load_tfjs_graph_def
+        from utils.export.tfjs import core_graph_def_from_tfjs, load_tfjs_graph_def
 
         tfjs_dir = args.from_tfjs
         package_json = tfjs_dir.parent.parent.parent / "package.json"
@@ -82,7 +82,7 @@ def load_source(args: argparse.Namespace):
             core, anchors = core_graph_def_from_tfjs(load_tfjs_graph_def(tfjs_dir))
             return core, anchors, ["hand"]
     else:
-        from utils import ssd_model  # the trainable model (train.py)
+        from utils.train import model as ssd_model  # the trainable model (train.py)
 
         source, load = ssd_model.export_source(args.checkpoint)
     source["exporter_sha256"] = code_fingerprint(EXPORTER_CODE)
@@ -91,9 +91,9 @@ def load_source(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.export_lib import export_model, is_up_to_date
-    from utils.frames import FrameSourceError
-    from utils.tfjs_model import TfjsModelError
+    from utils.export.exporter import export_model, is_up_to_date
+    from utils.export.tfjs import TfjsModelError
+    from utils.runtime.frames import FrameSourceError
 
     calibration = [] if args.no_int8 else (args.calibration or default_calibration_sources())
     for src in calibration:

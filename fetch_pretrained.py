@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils import config
+from utils.common import config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.pretrained import PretrainedFetchError, fetch_handtrackjs_model
+    from utils.export.pretrained import PretrainedFetchError, fetch_handtrackjs_model
 
     try:
         model_dir = fetch_handtrackjs_model(args.cache_dir, args.sha256)

@@ -5,7 +5,7 @@ image/height, image/width, image/filename, image/source_id, image/object/bbox/{x
 normalized, image/object/class/text, image/object/class/label); the label map goes to
 data/hand_label_map.pbtxt. Every CSV row and every image is checked; an error stops the run and
 leaves the failing split's previous record files as they were.
-Read them back with utils.tfrecord_utils.read_examples / parse_example.
+Read them back with utils.data.tfrecord.read_examples / parse_example.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils import config
-from utils.egohands import HAND_FIELDS, SPLITS
-from utils.egohands import class_names as egohands_class_names
-from utils.label_map import LabelMapError, class_names, read_label_map, write_label_map
-from utils.tfrecord_utils import DEFAULT_SHARD_SIZE, TFRecordError, write_split
+from utils.common import config
+from utils.common.label_map import LabelMapError, class_names, read_label_map, write_label_map
+from utils.data.egohands import HAND_FIELDS, SPLITS
+from utils.data.egohands import class_names as egohands_class_names
+from utils.data.tfrecord import DEFAULT_SHARD_SIZE, TFRecordError, write_split
 
 
 def build_parser() -> argparse.ArgumentParser:

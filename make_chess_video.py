@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import config
-from utils.detection_loop import OUTPUT_VIDEO_SUFFIXES, UserError, check_output_path
-from utils.egohands import LABELLED_DIR
-from utils.fileio import atomic_path
-from utils.video_sources import natural_key
+from utils.common import config
+from utils.common.fileio import atomic_path
+from utils.data.egohands import LABELLED_DIR
+from utils.runtime.detection_loop import OUTPUT_VIDEO_SUFFIXES, UserError, check_output_path
+from utils.runtime.sources import natural_key
 
 DEFAULT_OUTPUT = config.VIDEOS_DIR / "chess.mov"
 DEFAULT_FPS = 10.0

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Fine-tune (or train) the hand detector on TFRecords; checkpoints + TensorBoard in model-checkpoint/<run>/.
 
-The model is the pretrained handtrack.js SSD MobileNetV2 rebuilt in Keras (utils/ssd_model.py);
+The model is the pretrained handtrack.js SSD MobileNetV2 rebuilt in Keras (utils/train/model.py);
 by default it starts from those weights. The run's settings come from model-checkpoint/<run>.yaml
-(keys and defaults: utils/ssd_training.py DEFAULT_CONFIG), then from the flags below.
+(keys and defaults: utils/train/training.py DEFAULT_CONFIG), then from the flags below.
 Running the same command again resumes from the run's last checkpoint; a finished run only
 re-evaluates. Export the result with:
   export_inference_graph.py --checkpoint model-checkpoint/<run> --output_directory DIR
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from utils import config
+from utils.common import config
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -88,7 +88,7 @@ def config_overrides(args: argparse.Namespace, cfg_lr_type: str | None = None) -
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
-    from utils.ssd_training import ConfigError, load_config
+    from utils.train.training import ConfigError, load_config
 
     path = args.config
     if path is None and (args.checkpoint_root / f"{args.run}.yaml").exists():
@@ -107,10 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tensorflow as tf
 
-    from utils.label_map import LabelMapError
-    from utils.ssd_data import DataError
-    from utils.ssd_model import ModelError
-    from utils.ssd_training import ConfigError, TrainingError, make_strategy, prepare_training, run_training, split_cpu
+    from utils.common.label_map import LabelMapError
+    from utils.train.inputs import DataError
+    from utils.train.model import ModelError
+    from utils.train.training import (
+        ConfigError,
+        TrainingError,
+        make_strategy,
+        prepare_training,
+        run_training,
+        split_cpu,
+    )
 
     tf.get_logger().setLevel("ERROR")  # deprecation notes; orbit's own log goes to the run's train.log
     run_dir = args.checkpoint_root / args.run

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils import config  # noqa: E402
+from utils.common import config  # noqa: E402
 
 
 def _require(path: Path, what: str, how: str) -> Path:
@@ -55,7 +55,7 @@ def chess_sample(egohands_sample_zip, egohands_sample_labels):
     import numpy as np
     import pandas as pd
 
-    from utils.evaluation import ImageAnnotations
+    from utils.evaluation.coco import ImageAnnotations
 
     video = "CHESS_COURTYARD_B_T"
     labels = pd.read_csv(egohands_sample_labels)

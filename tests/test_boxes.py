@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.boxes import (
+from utils.common.boxes import (
     box_areas,
     clip_pixels,
     iou_matrix,

@@ -10,8 +10,10 @@ import pytest
 
 import detect_multi_threaded
 import detect_single_threaded
-from utils import detection_loop, detector_utils
+from utils import detector_utils
 from utils.detector_utils import Detections
+from utils.runtime import detection_loop
+from utils.runtime import detector as runtime_detector
 
 SCRIPTS = {"single": detect_single_threaded, "multi": detect_multi_threaded}
 
@@ -104,7 +106,7 @@ class _FailingDetector(detector_utils.HandDetector):
 
 @pytest.mark.timeout(60)
 def test_a_worker_error_is_reported_never_swallowed(hand_video, tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr(detector_utils, "load_inference_graph", lambda path, threads=None: _FailingDetector())
+    monkeypatch.setattr(runtime_detector, "load_inference_graph", lambda path, threads=None: _FailingDetector())
     argv = ["--source", str(hand_video), "--display", "0", "--num-workers", "2", "--model", "fake.tflite",
             "--json", str(tmp_path / "x.jsonl"), "--output", str(tmp_path / "x.mp4")]
     assert detect_multi_threaded.main(argv) == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils import config, detector_utils
+from utils import detector_utils
+from utils.common import config
 from utils.detector_utils import ModelLoadError
 
 

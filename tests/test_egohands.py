@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 
 import egohands_dataset_clean
-from utils.egohands import (
+from utils.data.egohands import (
     HAND_FIELDS,
     EgoHandsError,
     index_videos,
@@ -22,7 +22,7 @@ from utils.egohands import (
     split_counts,
     split_videos,
 )
-from utils.egohands_jpeg import JpegHeaderError, jpeg_info, jpeg_is_complete, jpeg_size
+from utils.data.jpeg import JpegHeaderError, jpeg_info, jpeg_is_complete, jpeg_size
 
 NAN = float("nan")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import evaluate
-from utils import config
-from utils.eval_tools import EvalDataError, LabelledImage, choose_class_mode, csv_samples
+from utils.common import config
+from utils.evaluation.samples import EvalDataError, LabelledImage, choose_class_mode, csv_samples
 
 CHESS = "CHESS_COURTYARD_B_T"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from utils import config
-from utils.label_map import LabelMapError, class_names, parse_label_map, read_label_map, write_label_map
+from utils.common import config
+from utils.common.label_map import LabelMapError, class_names, parse_label_map, read_label_map, write_label_map
 
 
 def test_write_read_round_trip(tmp_path):

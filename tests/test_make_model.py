@@ -9,8 +9,8 @@ import pytest
 
 import export_inference_graph
 import fetch_pretrained
-from utils import config
-from utils.pretrained import tarball_name
+from utils.common import config
+from utils.export.pretrained import tarball_name
 
 
 @pytest.fixture(scope="module")

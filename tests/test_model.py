@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils import config, detector_utils
-from utils.boxes import iou_matrix
-from utils.evaluation import coco_evaluate, detections_to_annotations
+from utils import detector_utils
+from utils.common import config
+from utils.common.boxes import iou_matrix
+from utils.evaluation.coco import coco_evaluate, detections_to_annotations
 
 BACKENDS = {
     "frozen_graph": config.FROZEN_GRAPH_NAME,
@@ -77,7 +78,7 @@ def test_contract_classes_and_label_map(detections, model_dir):
 def test_rebuilt_graph_matches_the_original_tfjs_graph(model_dir, chess_sample):
     """Our frozen graph (batch resize, no TF1 while_loop) gives the original graph's raw outputs."""
     tf = pytest.importorskip("tensorflow")
-    from utils.tfjs_model import load_tfjs_graph_def
+    from utils.export.tfjs import load_tfjs_graph_def
 
     if not config.HANDTRACKJS_MODEL_DIR.exists():
         pytest.skip(f"{config.HANDTRACKJS_MODEL_DIR} not found: run `make model`")
@@ -97,7 +98,8 @@ def test_rebuilt_graph_matches_the_original_tfjs_graph(model_dir, chess_sample):
 
 def test_tflite_resize_matches_the_graph_preprocessor(chess_sample):
     tf = pytest.importorskip("tensorflow")
-    from utils.export_lib import legacy_resize_and_normalize, preprocess_for_tflite
+    from utils.export.exporter import legacy_resize_and_normalize
+    from utils.runtime.contract import preprocess_for_tflite
 
     frame = chess_sample[0][0]
     expected = legacy_resize_and_normalize(tf.constant(frame[None])).numpy()

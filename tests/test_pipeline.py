@@ -1,4 +1,4 @@
-"""The ordered worker pipeline (utils.pipeline) with fake, deliberately slow and jittery workers."""
+"""The ordered worker pipeline (utils.runtime.pipeline) with fake, deliberately slow and jittery workers."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from utils.pipeline import FrameFeed, PipelineError, ReorderBuffer, run_ordered
+from utils.runtime.pipeline import FrameFeed, PipelineError, ReorderBuffer, run_ordered
 
 
 def _jittery(seed: int, max_sleep: float = 0.004):

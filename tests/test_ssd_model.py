@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils import config
-from utils.ssd_model import (
+from utils.common import config
+from utils.train.model import (
     ANCHORS_PER_LOCATION,
     FEATURE_MAP_SIZES,
     ModelError,
@@ -31,7 +31,7 @@ def tfjs_dir():
 
 @pytest.fixture(scope="module")
 def graph_core(tfjs_dir):
-    from utils.tfjs_model import core_graph_def_from_tfjs, load_tfjs_graph_def
+    from utils.export.tfjs import core_graph_def_from_tfjs, load_tfjs_graph_def
 
     return core_graph_def_from_tfjs(load_tfjs_graph_def(tfjs_dir))
 
@@ -45,7 +45,7 @@ def pretrained_model(tfjs_dir):
 
 @pytest.fixture(scope="module")
 def real_batch(chess_sample):
-    from utils.export_lib import legacy_resize_and_normalize
+    from utils.export.exporter import legacy_resize_and_normalize
 
     frames = chess_sample[0][::25]  # 4 real frames spread over the video
     return legacy_resize_and_normalize(tf.constant(np.stack(frames))).numpy()

@@ -1,4 +1,4 @@
-"""generate_tfrecord.py and utils/tfrecord_utils.py: CSV + images -> records -> parse back."""
+"""generate_tfrecord.py and utils/data/tfrecord.py: CSV + images -> records -> parse back."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ import pytest
 
 import egohands_dataset_clean
 import generate_tfrecord
-from utils.label_map import read_label_map
-from utils.tfrecord_utils import (
+from utils.common.label_map import read_label_map
+from utils.data.tfrecord import (
     BBOX_XMAX,
     BBOX_XMIN,
     BBOX_YMAX,

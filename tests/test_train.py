@@ -18,7 +18,7 @@ import pytest
 import egohands_dataset_clean
 import generate_tfrecord
 import train
-from utils import config
+from utils.common import config
 
 TRAIN_VIDEO, TEST_VIDEO = "CARDS_OFFICE_S_B", "CHESS_COURTYARD_B_T"
 FAST = ["--no-progress", "--set", "train.steps_per_loop=2", "--set", "train.checkpoint_interval=2",
@@ -75,9 +75,9 @@ def scalars(run_dir: Path, sub: str) -> dict[str, list[tuple[int, float]]]:
 @pytest.fixture(scope="module")
 def pretrained_ap(sample_data, pretrained_dir) -> float:
     """AP@0.5 of the pretrained model on CHESS, through the training evaluator."""
-    from utils.ssd_data import split_files
-    from utils.ssd_model import build_ssd_model, load_tfjs_weights
-    from utils.ssd_training import evaluate_model
+    from utils.train.inputs import split_files
+    from utils.train.model import build_ssd_model, load_tfjs_weights
+    from utils.train.training import evaluate_model
 
     model = build_ssd_model(1)
     load_tfjs_weights(model, pretrained_dir)
@@ -252,7 +252,7 @@ def test_bad_config_file(tmp_path, capsys):
 def test_checkpoint_of_another_class_count_or_architecture(sample_data, tmp_path, capsys):
     import tensorflow as tf
 
-    from utils.ssd_model import ARCHITECTURE, build_ssd_model
+    from utils.train.model import ARCHITECTURE, build_ssd_model
 
     run_dir = tmp_path / "r"
     tf.train.Checkpoint(model=build_ssd_model(1)).save(str(run_dir / "ckpt"))

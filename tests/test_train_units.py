@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils.ssd_data import BOX_TARGETS, BOX_WEIGHTS, CLS_TARGETS, CLS_WEIGHTS, SsdInput, flip_class_map
-from utils.ssd_training import DEFAULT_CONFIG, ConfigError, build_optimizer, learning_rate_at, load_config, ssd_losses
+from utils.train.inputs import BOX_TARGETS, BOX_WEIGHTS, CLS_TARGETS, CLS_WEIGHTS, SsdInput, flip_class_map
+from utils.train.training import DEFAULT_CONFIG, ConfigError, build_optimizer, learning_rate_at, load_config, ssd_losses
 
 tf = pytest.importorskip("tensorflow")
 

@@ -1,11 +1,11 @@
-"""Frame sources (utils.video_sources): every kind of --source, clear errors, corrupt frames."""
+"""Frame sources (utils.runtime.sources): every kind of --source, clear errors, corrupt frames."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from utils.video_sources import SourceError, fit_frame, natural_key, open_source
+from utils.runtime.sources import SourceError, fit_frame, natural_key, open_source
 
 
 @pytest.fixture(scope="module")

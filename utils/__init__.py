@@ -1,1 +1,13 @@
-"""Hand-detection toolkit: small, tested building blocks behind the top-level scripts."""
+"""Hand-detection toolkit: the code behind the top-level scripts, one subpackage per layer.
+
+    common/      paths and defaults (config), atomic file writes, user errors, label maps, box maths
+    runtime/     load a model and detect: the tensor contract, frame sources, the worker pipeline,
+                 tracking, drawing, the detector CLIs' loop
+    data/        datasets -> images/<split>/ + <split>_labels.csv -> TFRecords
+    train/       the trainable SSD, its inputs and the training loop (tf-models-official)
+    export/      TF.js model or checkpoint -> frozen graph, SavedModel, TFLite
+    evaluation/  COCO metrics of any exported model on labelled images
+
+Imports run one way: train, export and evaluation may use runtime and common; runtime uses only
+common. `utils.detector_utils` is the original project's runtime API, kept for its client code.
+"""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Build outputs (gitignored, made by make targets).
 CACHE_DIR = ROOT / ".cache"

@@ -5,7 +5,7 @@
            -> Presenter (--output video, --json lines, window with FPS) -> Summary
 
 Errors the user can fix are `UserError`s (one line, naming the file and what to do); outputs go
-through utils.fileio.atomic_path, so a failed run leaves nothing under the final names. A stop by
+through utils.common.fileio.atomic_path, so a failed run leaves nothing under the final names. A stop by
 'q' or Ctrl-C is a clean stop: what was processed is kept and the video is playable.
 """
 from __future__ import annotations
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import config, detector_utils
-from utils.boxes import normalized_to_pixels
-from utils.fileio import atomic_path
-from utils.pipeline import PipelineError, run_ordered
-from utils.video_sources import FrameSource, SourceError, SourceFrame, fit_frame, open_source
+from utils.common import config
+from utils.common.boxes import normalized_to_pixels
+from utils.common.fileio import atomic_path
+from utils.runtime import detector as detector_utils
+from utils.runtime.pipeline import PipelineError, run_ordered
+from utils.runtime.sources import FrameSource, SourceError, SourceFrame, fit_frame, open_source
 
 SINGLE_TITLE = "Single-Threaded Detection"  # the original's window titles
 MULTI_TITLE = "Multi-Threaded Detection"

@@ -74,7 +74,7 @@ def coco_evaluate(ground_truth: Sequence[ImageAnnotations], detections: Sequence
 
 def detections_to_annotations(detections, width: int, height: int) -> ImageAnnotations:
     """A detector_utils.Detections -> ImageAnnotations in pixels."""
-    from utils.boxes import normalized_to_pixels
+    from utils.common.boxes import normalized_to_pixels
 
     return ImageAnnotations(width, height, normalized_to_pixels(detections.boxes, width, height),
                             np.asarray(detections.classes), np.asarray(detections.scores))

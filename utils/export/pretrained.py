@@ -8,9 +8,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from utils import config
-from utils.export_lib import sha256_of
-from utils.fileio import atomic_path
+from utils.common import config
+from utils.common.fileio import atomic_path, sha256_of
 
 PACKAGE_METADATA = ("package/package.json", "package/LICENSE")
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils import config
-from utils.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+from utils.common import config
+from utils.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text, sha256_of
+from utils.runtime.contract import TFLITE_INPUT_NAME, TFLITE_OUTPUTS, preprocess_for_tflite
 
 if TYPE_CHECKING:
     from tensorflow.core.framework.graph_pb2 import GraphDef
@@ -27,10 +28,6 @@ BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w: the Faster R-CNN coder 
 NMS_SCORE_THRESHOLD = 1e-8                  # the original pipeline.config's value
 CORE_INPUT = "preprocessed:0"
 CORE_OUTPUTS = ("box_encodings:0", "class_logits:0")
-# The TFLite model's input: the resized, normalized image (the runtime does the legacy resize).
-TFLITE_INPUT_NAME = "preprocessed"
-# Outputs of TFLite_Detection_PostProcess, in the op's order.
-TFLITE_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 
 
 def _tf():
@@ -202,33 +199,6 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def legacy_resize_matrix(width: int, height: int, size: int = config.MODEL_INPUT_SIZE) -> np.ndarray:
-    """Affine map (inverse) for cv2.warpAffine that samples like TF1's legacy bilinear resize.
-
-    TF1 maps output pixel i to input i*in/out (no half-pixel offset); cv2.resize does not, so
-    warpAffine with this pure scale and WARP_INVERSE_MAP is used instead (matches to ~1e-7).
-    """
-    return np.array([[width / size, 0.0, 0.0], [0.0, height / size, 0.0]], dtype=np.float64)
-
-
-def preprocess_for_tflite(rgb: np.ndarray, size: int = config.MODEL_INPUT_SIZE) -> np.ndarray:
-    """RGB uint8 [H,W,3] -> float32 [1,size,size,3] in [-1,1], as the original graph's Preprocessor."""
-    import cv2
-
-    height, width = rgb.shape[:2]
-    resized = cv2.warpAffine(rgb.astype(np.float32), legacy_resize_matrix(width, height, size), (size, size),
-                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    return (resized * np.float32(2.0 / 255.0) - np.float32(1.0))[np.newaxis]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(model_dir: Path, source: dict) -> dict:
     """manifest.json: where the model came from and the sha256 of every file beside it."""
     files = {}
@@ -275,7 +245,7 @@ def export_model(core: "GraphDef", anchors: np.ndarray, class_names: Sequence[st
                  source: dict, calibration_images: Callable[[], Iterable[np.ndarray]] | None,
                  log: Callable[[str], None] = print) -> dict:
     """Write every file of hand_inference_graph/ into output_dir (replacing it) with its manifest."""
-    from utils.label_map import write_label_map
+    from utils.common.label_map import write_label_map
 
     # Built in a temporary folder and swapped in whole: a failed export (say, a corrupt calibration
     # frame) leaves the previous model intact, never a mix of old and new files.

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from utils.egohands import EgoHandsError
+from utils.data.egohands import EgoHandsError
 
 _CHUNK = 1 << 20
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from utils import config
+from utils.common import config
 
 if TYPE_CHECKING:
     from tensorflow.core.framework.graph_pb2 import GraphDef
@@ -203,7 +203,7 @@ def load_tfjs_weights(model, model_dir: str | Path = config.HANDTRACKJS_MODEL_DI
     Box heads are class-agnostic and always loaded; class heads only when `class_heads` (the
     pretrained model has 1 class: a model for another class count keeps its fresh heads).
     """
-    from utils.tfjs_model import TfjsModelError, read_tfjs_weights
+    from utils.export.tfjs import TfjsModelError, read_tfjs_weights
 
     if not (Path(model_dir) / "weights_manifest.json").exists():
         raise ModelError(f"{model_dir}: the pretrained handtrack.js model is not there; run `make model` "
@@ -403,7 +403,7 @@ def restore_model(prefix: str, num_classes: int):
 def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["GraphDef", np.ndarray, list[str]]]]:
     """For export_inference_graph.py --checkpoint: (source description, load) where load() gives
     (core GraphDef, anchors [1917,4], class names). Cheap until load() is called."""
-    from utils.label_map import LabelMapError, class_names, read_label_map
+    from utils.common.label_map import LabelMapError, class_names, read_label_map
 
     run_dir, prefix = resolve_checkpoint(checkpoint)
     info = read_run_info(run_dir)

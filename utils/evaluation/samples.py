@@ -2,7 +2,7 @@
 
 Labelled images come from a labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax, pixel boxes)
 with an image folder or an EgoHands zip, or from TFRecords written by generate_tfrecord.py.
-Metrics are pycocotools' (utils/evaluation.py): AP@0.5, AP@[.5:.95], AR@100, and the
+Metrics are pycocotools' (utils/evaluation/coco.py): AP@0.5, AP@[.5:.95], AR@100, and the
 precision-recall curve at IoU 0.5.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import config
-from utils.boxes import normalized_to_pixels
+from utils.common import config
+from utils.common.boxes import normalized_to_pixels
 
 CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
@@ -114,7 +114,7 @@ def csv_samples(labels_csv: str | Path, images: str | Path, only: str | None = N
 
 def record_samples(files: Sequence[str | Path], only: str | None = None) -> list[LabelledImage]:
     """One LabelledImage per TFRecord example (generate_tfrecord.py keys)."""
-    from utils.tfrecord_utils import (
+    from utils.data.tfrecord import (
         CLASS_TEXT,
         IMAGE_ENCODED,
         IMAGE_FILENAME,
@@ -160,7 +160,7 @@ def evaluate_detector(detector, samples: Sequence[LabelledImage], class_agnostic
     """Run `detector` (detector_utils) over the samples; pycocotools metrics plus timing."""
     from tqdm import tqdm
 
-    from utils.evaluation import ImageAnnotations, coco_evaluate, detections_to_annotations
+    from utils.evaluation.coco import ImageAnnotations, coco_evaluate, detections_to_annotations
 
     if not samples:
         raise EvalDataError("no labelled images to evaluate (empty split or --only matched nothing)")
@@ -191,7 +191,7 @@ def plot_pr_curve(metrics: Mapping, path: str | Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from utils.fileio import atomic_path
+    from utils.common.fileio import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
     if metrics["recall"]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from utils import config
-from utils.egohands_jpeg import jpeg_is_complete, jpeg_size
-from utils.fileio import atomic_path
+from utils.common import config
+from utils.data.jpeg import jpeg_is_complete, jpeg_size
+from utils.common.fileio import atomic_path
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"

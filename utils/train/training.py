@@ -6,7 +6,7 @@ train/ and eval/ TensorBoard summaries, train.log and eval_metrics.json.
 
 From tf-models-official: the orbit Controller/StandardTrainer/StandardEvaluator loop, optimizers and
 learning-rate schedules (official.modeling.optimization), AnchorLabeler / box matcher / Faster R-CNN
-box coder, FocalLoss, TfExampleDecoder and the box-aware augmentation ops (utils/ssd_data.py).
+box coder, FocalLoss, TfExampleDecoder and the box-aware augmentation ops (utils/train/inputs.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from utils import config
+from utils.common import config
 
 # Every config key and its default (model-checkpoint/*.yaml override these; nothing else is accepted).
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -268,7 +268,7 @@ def ssd_losses(outputs: Mapping, targets: Mapping, loss_cfg: Mapping) -> dict:
     import tensorflow as tf
     from official.vision.losses.focal_loss import FocalLoss
 
-    from utils.ssd_data import BOX_TARGETS, BOX_WEIGHTS, CLS_TARGETS, CLS_WEIGHTS
+    from utils.train.inputs import BOX_TARGETS, BOX_WEIGHTS, CLS_TARGETS, CLS_WEIGHTS
 
     logits = tf.cast(outputs["class_logits"], tf.float32)
     encodings = tf.cast(outputs["box_encodings"], tf.float32)
@@ -308,7 +308,7 @@ def ssd_losses(outputs: Mapping, targets: Mapping, loss_cfg: Mapping) -> dict:
 
 def postprocess(outputs: Mapping, anchors: np.ndarray):
     """Decoded boxes, sigmoid scores and NMS exactly as the exported graph does them."""
-    from utils import export_lib
+    from utils.export import exporter as export_lib
 
     detections = export_lib.postprocess(outputs["box_encodings"], outputs["class_logits"], anchors)
     return {key: detections[key] for key in ("boxes", "scores", "classes", "count")}  # raw ones not needed
@@ -366,11 +366,11 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
 
 
 def make_evaluator(model, dataset, ground_truth: Sequence, anchors: np.ndarray, class_names: Mapping[int, str]):
-    """An orbit.StandardEvaluator: COCO AP@0.5, AP@[.5:.95], AR@100 via utils/evaluation.py."""
+    """An orbit.StandardEvaluator: COCO AP@0.5, AP@[.5:.95], AR@100 via utils/evaluation/coco.py."""
     import tensorflow as tf
 
-    from utils.detector_utils import Detections
-    from utils.evaluation import coco_evaluate, detections_to_annotations
+    from utils.evaluation.coco import coco_evaluate, detections_to_annotations
+    from utils.runtime.detector import Detections
 
     orbit = _orbit()
 
@@ -407,8 +407,8 @@ def make_evaluator(model, dataset, ground_truth: Sequence, anchors: np.ndarray, 
 def evaluate_model(model, files: Sequence[str | Path], class_names: Sequence[str], collapse_classes: bool = False,
                    batch_size: int = 8) -> dict:
     """COCO metrics of a Keras model on TFRecords, through the same evaluator as training."""
-    from utils.ssd_data import SsdInput, read_ground_truth
-    from utils.ssd_model import ssd_anchors
+    from utils.train.inputs import SsdInput, read_ground_truth
+    from utils.train.model import ssd_anchors
 
     anchors = ssd_anchors()
     data = SsdInput(anchors, len(class_names), class_names, {}, collapse_classes=collapse_classes)
@@ -444,9 +444,9 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     """Check data, label map, run folder and init source; raise one clear error for bad input."""
     import tensorflow as tf
 
-    from utils.label_map import LabelMapError, class_names, read_label_map
-    from utils.ssd_data import DataError, split_files
-    from utils.ssd_model import ModelError, check_run_info, read_run_info
+    from utils.common.label_map import LabelMapError, class_names, read_label_map
+    from utils.train.inputs import DataError, split_files
+    from utils.train.model import ModelError, check_run_info, read_run_info
 
     run_dir = Path(run_dir)
     data_dir = _resolve(cfg["data"]["dir"])
@@ -489,7 +489,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from utils.fileio import atomic_write_text
+    from utils.common.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
@@ -500,9 +500,9 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
     import tensorflow as tf
     from tqdm import tqdm
 
-    from utils.label_map import write_label_map
-    from utils.ssd_data import SsdInput, read_ground_truth
-    from utils.ssd_model import ARCHITECTURE, ModelError, build_ssd_model, initialize, ssd_anchors
+    from utils.common.label_map import write_label_map
+    from utils.train.inputs import SsdInput, read_ground_truth
+    from utils.train.model import ARCHITECTURE, ModelError, build_ssd_model, initialize, ssd_anchors
 
     cfg, run_dir = plan.cfg, plan.run_dir
     train_cfg = cfg["train"]

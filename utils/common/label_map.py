@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from utils.fileio import atomic_write_text
+from utils.common.fileio import atomic_write_text
 
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.S)
 _FIELD_RE = re.compile(r"(\w+)\s*:\s*(?:'([^']*)'|\"([^\"]*)\"|(\S+))")

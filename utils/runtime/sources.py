@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.frames import IMAGE_SUFFIXES
+from utils.runtime.frames import IMAGE_SUFFIXES
 
 # Stream schemes that deliver frames in real time (a reader must drop stale frames, not queue them).
 # An http(s) URL may be a plain file, so it is read frame by frame like one.

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import config
-from utils.egohands_jpeg import JpegHeaderError, jpeg_size
-from utils.fileio import atomic_path
+from utils.common import config
+from utils.data.jpeg import JpegHeaderError, jpeg_size
+from utils.common.fileio import atomic_path
 
 # The original project's download URL. The server may now redirect elsewhere; the Internet Archive
 # keeps a byte-identical copy (EGOHANDS_MIRROR_URL), usable with --url.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.export_lib import BOX_CODER_SCALES
+from utils.export.exporter import BOX_CODER_SCALES
 
 # Target keys of one example (the model's outputs are compared with these in the loss).
 CLS_TARGETS = "cls_targets"   # int32 [A]: 1..C matched class, 0 background (unmatched)
@@ -53,7 +53,7 @@ def count_records(files: Sequence[str | Path], limit: int | None = None) -> int:
 
 def split_files(data_dir: str | Path, split: str) -> list[Path]:
     """The split's record files; DataError (what to run) when there are none or they hold nothing."""
-    from utils.tfrecord_utils import record_files
+    from utils.data.tfrecord import record_files
 
     files = record_files(data_dir, split)
     if not files:
@@ -134,7 +134,7 @@ class SsdInput:
 
     def resize(self, image):
         """What every exported model does: TF1 legacy bilinear resize to 300x300, then x*2/255-1."""
-        from utils.export_lib import legacy_resize_and_normalize
+        from utils.export.exporter import legacy_resize_and_normalize
 
         return legacy_resize_and_normalize(image[None], self.input_size)[0]
 
@@ -189,9 +189,9 @@ class SsdInput:
 
 def read_ground_truth(files: Sequence[str | Path], collapse_classes: bool = False) -> list:
     """ImageAnnotations (pixel boxes, label ids) of every record, in record order."""
-    from utils.boxes import normalized_to_pixels
-    from utils.evaluation import ImageAnnotations
-    from utils.tfrecord_utils import CLASS_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, example_boxes, read_examples
+    from utils.common.boxes import normalized_to_pixels
+    from utils.data.tfrecord import CLASS_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, example_boxes, read_examples
+    from utils.evaluation.coco import ImageAnnotations
 
     truth = []
     for parsed in read_examples([str(f) for f in files]):

@@ -1,0 +1,34 @@
+"""One base class for errors the user can fix, and one rule for how scripts report them.
+
+Every script prints a `UserError` as one line, `<script>: error: <file>: <what is wrong>; <what to do>`,
+and exits with EXIT_BAD_INPUT. Anything else is a bug in this project and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2        # argparse's own code for a bad command line: one code for every bad input
+EXIT_FAILED = 1           # an unexpected failure (a bug, a crashed worker): traceback printed
+EXIT_INTERRUPTED = 130    # Ctrl-C or SIGTERM: what was processed is kept
+
+
+class UserError(ValueError):
+    """Bad input the user can fix. The message is one line: what, what is wrong, what to do."""
+
+
+def user_error(subject: str | Path, problem: str, fix: str = "") -> UserError:
+    """`subject: problem; fix` as a UserError (the one message format)."""
+    return UserError(f"{subject}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+def one_line(message: object) -> str:
+    """A message squeezed onto one line (library errors sometimes carry newlines)."""
+    return " ".join(str(message).split())
+
+
+def report(prog: str, error: BaseException) -> int:
+    """Print `prog: error: message` on stderr and return the exit code for a user error."""
+    print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+    return EXIT_BAD_INPUT

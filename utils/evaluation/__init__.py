@@ -1,0 +1,1 @@
+"""COCO metrics (pycocotools) of any exported model on labelled images."""

@@ -1,0 +1,1 @@
+"""TF.js model or trained checkpoint -> hand_inference_graph/ (frozen graph, SavedModel, TFLite)."""
