@@ -23,7 +23,6 @@ import datetime
 import io
 import os
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -35,16 +34,7 @@ import numpy as np
 from utils.common import config
 from utils.common.fileio import atomic_path, atomic_write_text
 from utils.runtime import detector as detector_utils
-from utils.runtime.detection_loop import (
-    FrameProcessor,
-    FrameStream,
-    Presenter,
-    Summary,
-    cpu_count,
-    run_multi,
-    run_single,
-    threads_per_detector,
-)
+from utils.runtime.loop import FrameProcessor, FrameStream, cpu_count, frame_record, run, threads_per_detector
 from utils.runtime.sources import SourceError, SourceFrame, open_source
 
 DEFAULT_REPEATS = 3
@@ -158,17 +148,10 @@ def first_frame(source: str, width: int, height: int) -> np.ndarray:
 
 def run_ours(source: str, processors: list[FrameProcessor], width: int, height: int,
              max_frames: int | None, multi: bool) -> tuple[int, float]:
-    """detect_*_threaded.py's loop without window or files; returns (frames, seconds)."""
+    """detect_*_threaded.py's loop (utils.runtime.loop.run) without window or files; (frames, seconds)."""
     with open_source(source, width, height) as opened:
-        frames = FrameStream(opened, width, height, False, max_frames, warn=lambda message: None)
-        summary = Summary("bench")
-        present = Presenter(None, None, summary)
-        stop = threading.Event()
-        if multi:
-            run_multi(frames, processors, present, queue_size=5, live=False, stop=stop)
-        else:
-            run_single(frames, processors[0], present, stop)
-        return summary.frames, time.perf_counter() - present.start
+        stats = run(FrameStream(opened, width, height, max_frames=max_frames), processors, threaded=multi)
+    return stats.frames, stats.seconds
 
 
 # --- Interpreters and profile --------------------------------------------------------------------
@@ -213,7 +196,6 @@ def profile_single(source: str, detector: detector_utils.TFLiteDetector, width: 
     import cv2
 
     from utils.runtime.contract import preprocess_for_tflite
-    from utils.runtime.detection_loop import frame_record, select_detections
 
     steps = ["read + decode", "resize", "BGR->RGB", "preprocess (legacy resize, scale)", "interpreter",
              "select + draw + JSON record"]
@@ -237,7 +219,7 @@ def profile_single(source: str, detector: detector_utils.TFLiteDetector, width: 
         t5 = clock()
         dets = detector_utils.Detections(np.clip(out["detection_boxes"][0], 0, 1), out["detection_scores"][0],
                                          out["detection_classes"][0].astype(np.int32) + 1)
-        kept = select_detections(dets, config.DEFAULT_SCORE_THRESHOLD, config.DEFAULT_NUM_HANDS)
+        kept = detector_utils.select_detections(dets, config.DEFAULT_SCORE_THRESHOLD, config.DEFAULT_NUM_HANDS)
         detector_utils.draw_box_on_image(len(kept.scores), -np.inf, kept.scores, kept.boxes, width, height,
                                          bgr, kept.classes, detector.class_names)
         frame_record(SourceFrame(count, 0.0, bgr), kept, width, height, detector.class_names)
@@ -412,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]
     for repeat in range(args.repeats):
-        for row, run in runs:
+        for row, measure in runs:
             before = cpu_snapshot()
-            frames, seconds = run()
+            frames, seconds = measure()
             other = other_load(before, cpu_snapshot())
             if seconds < row.seconds:
                 row.frames, row.seconds, row.other_load = frames, seconds, other

@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utils.runtime import detection_loop
+from utils.runtime import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return detection_loop.main(argv, multi=False, prog=Path(__file__).name)
+    return cli.main(argv, multi=False, prog=Path(__file__).name)
 
 
 if __name__ == "__main__":

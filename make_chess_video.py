@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.fileio import atomic_path
+from utils.common.errors import UserError
+from utils.common.fileio import atomic_path, check_output_path
+from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.data.egohands import LABELLED_DIR
-from utils.runtime.detection_loop import OUTPUT_VIDEO_SUFFIXES, UserError, check_output_path
 from utils.runtime.sources import natural_key
 
 DEFAULT_OUTPUT = config.VIDEOS_DIR / "chess.mov"

@@ -11,8 +11,8 @@ import pytest
 import detect_multi_threaded
 import detect_single_threaded
 from utils import detector_utils
+from utils.common import config
 from utils.detector_utils import Detections
-from utils.runtime import detection_loop
 from utils.runtime import detector as runtime_detector
 
 SCRIPTS = {"single": detect_single_threaded, "multi": detect_multi_threaded}
@@ -83,7 +83,7 @@ def test_bad_option_values_exit_with_usage(script, capfd):
 
 def test_exit_status_of_the_real_process(tmp_path):
     result = subprocess.run([sys.executable, "detect_multi_threaded.py", "--source", str(tmp_path / "no.mp4"),
-                             "--display", "0"], cwd=detection_loop.config.ROOT, capture_output=True,
+                             "--display", "0"], cwd=config.ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip().endswith("no.mp4: no such file or folder; pass a camera index, a video "
@@ -94,10 +94,10 @@ class _FailingDetector(detector_utils.HandDetector):
     """Finds nothing, and raises on its 10th frame (a crash inside a worker)."""
 
     def __init__(self):
-        super().__init__(detection_loop.config.MODEL_DIR / "fake.tflite", {1: "hand"}, "fake")
+        super().__init__(config.MODEL_DIR / "fake.tflite", {1: "hand"}, "fake")
         self.calls = 0
 
-    def detect(self, rgb):
+    def _detect(self, rgb):
         self.calls += 1
         if self.calls == 10:
             raise RuntimeError("interpreter exploded")

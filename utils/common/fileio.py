@@ -1,4 +1,5 @@
-"""Atomic file writes: nothing half-written is ever left under the final name."""
+"""Files: atomic writes (nothing half-written is ever left under the final name), checks that an
+output can be written before any work starts, and the sha256 of a file."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from utils.common.errors import UserError
 
 
 @contextlib.contextmanager
@@ -51,3 +54,48 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def is_stream_path(path: Path) -> bool:
+    """'-' (stdout), /dev/stdout and the like, or an existing pipe: written directly, not atomically
+    (renaming a temporary over them would replace the device node or link itself)."""
+    if str(path) == "-":
+        return True
+    for name in (os.path.abspath(path), os.path.realpath(path)):
+        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):
+            return True
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files could not be created in `folder` (made first if missing), or None. Creates nothing."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission in {existing}"
+    return None
+
+
+def check_writable_dir(folder: Path, option: str) -> None:
+    """Fail before any work when nothing can be written in `folder` (the folder given with `option`)."""
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise UserError(f"{folder}: {option} cannot be written: {reason}; choose another {option}")
+
+
+def check_output_path(path: Path, option: str, suffixes: tuple[str, ...] = (), stream_ok: bool = False) -> None:
+    """Fail before any work when the file `path` (given with `option`) cannot be written."""
+    if is_stream_path(path):
+        if stream_ok:
+            return
+        raise UserError(f"{path}: {option} must be a regular file (the video container needs to seek)")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{path}: {option} must end in one of {', '.join(suffixes)}")
+    if path.is_dir():
+        raise UserError(f"{path}: {option} is a folder; give a file name")
+    reason = unwritable_reason(path.parent)
+    if reason is not None:
+        raise UserError(f"{path}: {option} cannot be written: {reason}; choose another path")

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import UserError
 from utils.common.label_map import LabelMapError, read_label_map
 
 BOX_COLOR_BGR = (77, 255, 9)  # the original project's green
@@ -30,7 +31,7 @@ MODEL_PREFERENCE = (config.TFLITE_INT8_NAME, config.TFLITE_FP32_NAME, config.SAV
                     config.FROZEN_GRAPH_NAME)
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model file that is missing, corrupt or does not follow the tensor contract."""
 
 
@@ -57,6 +58,17 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
+def select_detections(detections: Detections, min_score: float | None = None,
+                      max_hands: int | None = None) -> Detections:
+    """The best `max_hands` boxes scoring above `min_score` (the original's rule); None: no limit."""
+    if min_score is None and max_hands is None:
+        return detections
+    order = np.argsort(-detections.scores, kind="stable")[:max_hands]
+    if min_score is not None:
+        order = order[detections.scores[order] > min_score]
+    return Detections(detections.boxes[order], detections.scores[order], detections.classes[order])
+
+
 @dataclass
 class HandDetector:
     """Base: `detect(rgb)` -> Detections. `clone()` gives what another thread should use."""
@@ -65,7 +77,13 @@ class HandDetector:
     class_names: dict[int, str] = field(default_factory=lambda: {1: "hand"})
     backend: str = ""
 
-    def detect(self, rgb: np.ndarray) -> Detections:
+    def detect(self, rgb: np.ndarray, min_score: float | None = None, max_hands: int | None = None
+               ) -> Detections:
+        """Hands in an RGB frame, best first: at most `max_hands` scoring above `min_score` (None: all)."""
+        return select_detections(self._detect(rgb), min_score, max_hands)
+
+    def _detect(self, rgb: np.ndarray) -> Detections:
+        """Every detection the model gives (the backend's part)."""
         raise NotImplementedError
 
     def clone(self) -> "HandDetector":
@@ -99,7 +117,7 @@ class FrozenGraphDetector(HandDetector):
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config)
         self._fetches = [f"{n}:0" for n in config.OUTPUT_TENSORS]
 
-    def detect(self, rgb: np.ndarray) -> Detections:
+    def _detect(self, rgb: np.ndarray) -> Detections:
         boxes, scores, classes, num = self.session.run(
             self._fetches, {f"{config.INPUT_TENSOR}:0": _check_rgb(rgb)[np.newaxis]})
         return _detections(boxes, scores, classes, num[0])
@@ -125,7 +143,7 @@ class SavedModelDetector(HandDetector):
             raise _model_error(path, f"signature is not image_tensor -> {list(config.OUTPUT_TENSORS)}")
         self._loaded, self._signature, self._tf = loaded, signature, tf
 
-    def detect(self, rgb: np.ndarray) -> Detections:
+    def _detect(self, rgb: np.ndarray) -> Detections:
         out = self._signature(**{config.INPUT_TENSOR: self._tf.constant(_check_rgb(rgb)[np.newaxis])})
         return _detections(*(out[n].numpy()[0] for n in config.OUTPUT_TENSORS[:3]),
                            out["num_detections"].numpy()[0])
@@ -163,7 +181,7 @@ class TFLiteDetector(HandDetector):
                                      f"{list(TFLITE_OUTPUTS)}")
         self._input_name = TFLITE_INPUT_NAME
 
-    def detect(self, rgb: np.ndarray) -> Detections:
+    def _detect(self, rgb: np.ndarray) -> Detections:
         from utils.runtime.contract import preprocess_for_tflite
 
         out = self.runner(**{self._input_name: preprocess_for_tflite(_check_rgb(rgb))})

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.runtime.frames import IMAGE_SUFFIXES
+from utils.common.errors import UserError
+from utils.common.media import IMAGE_SUFFIXES
 
 # Stream schemes that deliver frames in real time (a reader must drop stale frames, not queue them).
 # An http(s) URL may be a plain file, so it is read frame by frame like one.
@@ -33,7 +34,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _WHAT_TO_PASS = "pass a camera index, a video file, a stream URL, an image, or a folder or glob of images"
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that does not exist, cannot be opened or yields no frame."""
 
 

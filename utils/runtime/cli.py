@@ -1,0 +1,212 @@
+"""The command line of detect_single_threaded.py and detect_multi_threaded.py: options, checks, main().
+
+    source -> loop.FrameStream (resized, flipped) -> loop.FrameProcessor (detect, draw, JSON record)
+           -> outputs.Presenter (--output video, --json lines, window with FPS) -> outputs.Summary
+
+Everything that can be checked (options, output paths, the display, the source, the model) is
+checked before any work; bad input is one line on stderr and a failure exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from utils.common import config
+from utils.common.errors import UserError
+from utils.common.fileio import check_output_path, is_stream_path
+from utils.common.media import OUTPUT_VIDEO_SUFFIXES
+from utils.runtime import detector as detector_utils
+from utils.runtime.loop import (
+    DEFAULT_QUEUE_SIZE,
+    STOPPED_BY_CTRL_C,
+    STOPPED_BY_QUIT,
+    FrameProcessor,
+    FrameStream,
+    cpu_count,
+    run,
+    threads_per_detector,
+)
+from utils.runtime.outputs import VIDEO_FOURCC, Outputs, Presenter, Summary, Window, check_display
+from utils.runtime.pipeline import PipelineError
+from utils.runtime.sources import open_source
+
+SINGLE_TITLE = "Single-Threaded Detection"  # the original's window titles
+MULTI_TITLE = "Multi-Threaded Detection"
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130                      # the shell's code for Ctrl-C; outputs are still kept
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the empty ones (None, False) whose help already says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParser:
+    title = MULTI_TITLE if multi else SINGLE_TITLE
+    what = ("a reader thread, N workers each with its own detector, results kept in frame order"
+            if multi else "one loop: read, detect, draw, show / write")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{title}: find hands in a camera, video, stream or images ({what}). "
+                    f"Stops at the end of the source, on 'q' in the window, or on Ctrl-C (outputs are kept).",
+        formatter_class=_HelpFormatter)
+    parser.add_argument("-src", "--source", default="0",
+                        help="camera index (0 = the first camera), video file, stream URL (rtsp://, "
+                             "http://...), image, folder of images, or a quoted glob like 'frames/*.jpg'")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model file: frozen_inference_graph.pb, a saved_model/ folder, or a .tflite; "
+                             f"default: the fastest one in {config.MODEL_DIR.name}/ "
+                             f"({', '.join(detector_utils.MODEL_PREFERENCE)}, first found)")
+    parser.add_argument("-sth", "--scorethreshold", dest="score_thresh", type=float,
+                        default=config.DEFAULT_SCORE_THRESHOLD,
+                        help="only boxes scoring above this are drawn and written (0..1)")
+    parser.add_argument("-nhands", "--num-hands", dest="num_hands", type=int,
+                        default=config.DEFAULT_NUM_HANDS,
+                        help="at most this many boxes per frame (the best ones)")
+    parser.add_argument("-wd", "--width", type=int, default=config.DEFAULT_WIDTH,
+                        help="frames are resized to WIDTH x HEIGHT before detection, drawing and --output "
+                             "(0 keeps the source's; one side 0 keeps the aspect ratio). The original used "
+                             "320x180 (single) and 300x200 (multi); the model resizes to 300x300 itself")
+    parser.add_argument("-ht", "--height", type=int, default=config.DEFAULT_HEIGHT,
+                        help="see --width")
+    parser.add_argument("-ds", "--display", type=int, choices=(0, 1), default=1,
+                        help=f"1: show frames in an OpenCV window titled '{title}' ('q' quits); "
+                             "0: no window and no display needed (headless)")
+    parser.add_argument("-fps", "--fps", type=int, choices=(0, 1), default=1,
+                        help="1: draw the running FPS on the window (not on --output, which stays the same "
+                             "from run to run); 0: don't")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"write the annotated frames to this video ({VIDEO_FOURCC}; "
+                             f"{', '.join(OUTPUT_VIDEO_SUFFIXES)})")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write one JSON line per frame ('-' for stdout): index, timestamp (s; null "
+                             "for images), width, height, boxes [[xmin,ymin,xmax,ymax] in pixels of the "
+                             "resized frame], scores, "
+                             "classes (label map ids), class_names, and file for image sources")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="stop after this many frames (default: the whole source)")
+    parser.add_argument("--flip", action="store_true",
+                        help="mirror frames horizontally before detection (a webcam shown like a mirror; "
+                             "the original multi-threaded script always did)")
+    if multi:
+        parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=cpu_count(),
+                            help="detector threads, each with its own detector (default: one per CPU core; "
+                                 "the original used 4)")
+    else:
+        parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=1,
+                            help="accepted for the original's command lines and ignored here "
+                                 "(see detect_multi_threaded.py)")
+    parser.add_argument("-q-size", "--queue-size", dest="queue_size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        help="frames waiting for a worker at most (a camera keeps only its newest frame)"
+                        + ("" if multi else "; ignored here"))
+    parser.add_argument("--num-threads", type=int, default=0,
+                        help="threads per detector; 0 picks: all cores for one TFLite detector or a "
+                             "TensorFlow model, cores / workers for several TFLite workers")
+    parser.add_argument("--linger", type=float, default=0.0,
+                        help="with --display 1, keep the window open this many seconds after the last frame "
+                             "('q' closes it sooner)")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Range checks argparse cannot express (exits with usage, like argparse's own errors)."""
+    problems = [(not 0.0 <= args.score_thresh <= 1.0, "--scorethreshold must be within 0..1"),
+                (args.num_hands < 0, "--num-hands must be >= 0"),
+                (args.width < 0 or args.height < 0, "--width and --height must be >= 0"),
+                (args.num_workers < 1, "--num-workers must be >= 1"),
+                (args.queue_size < 1, "--queue-size must be >= 1"),
+                (args.max_frames is not None and args.max_frames < 1, "--max-frames must be >= 1"),
+                (args.num_threads < 0, "--num-threads must be >= 0"),
+                (args.linger < 0, "--linger must be >= 0")]
+    for bad, message in problems:
+        if bad:
+            parser.error(message)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any work when --output / --json cannot be written."""
+    if args.output is not None:
+        check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
+    if args.json is not None:
+        check_output_path(args.json, "--json", stream_ok=True)
+
+
+@contextlib.contextmanager
+def ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C (SIGINT) asks for a clean stop; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
+    """Both scripts' main(); returns the exit status. `prog` names the script in messages."""
+    parser = build_parser(multi, prog)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    prog = parser.prog
+    title = MULTI_TITLE if multi else SINGLE_TITLE
+
+    def warn(message: str) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    try:
+        check_outputs(args)
+        if args.display:
+            check_display()
+        model_path = Path(args.model) if args.model is not None else detector_utils.default_model_path()
+        if model_path.is_dir() and not (model_path / "saved_model.pb").exists():
+            model_path = detector_utils.default_model_path(model_path)  # a folder like hand_inference_graph/
+        workers = args.num_workers if multi else 1
+        with open_source(args.source, args.width, args.height) as source:
+            detector = detector_utils.load_inference_graph(
+                model_path, threads_per_detector(model_path, workers, args.num_threads))
+            processors = [FrameProcessor(detector if i == 0 else detector.clone(), args.score_thresh,
+                                         args.num_hands) for i in range(workers)]
+            frames = FrameStream(source, args.width, args.height, args.flip, args.max_frames, warn)
+            details = [f"model {detector.path.name} ({detector.backend})"] + ([f"{workers} workers"] if multi
+                                                                              else [])
+            with Outputs(args.output, args.json, source.fps, warn) as outputs, \
+                    Window(title, bool(args.display), bool(args.fps)) as window, ctrl_c_sets(stop):
+                stats = run(frames, processors, Presenter(outputs, window), threaded=multi,
+                            queue_size=args.queue_size, stop=stop)
+                if stats.stopped_by != STOPPED_BY_QUIT:
+                    window.linger(args.linger)
+    except (UserError, detector_utils.ModelLoadError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PipelineError as exc:
+        print(exc.traceback_text, end="", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    # The summary goes to stderr when the JSON lines go to stdout.
+    report = sys.stderr if args.json is not None and is_stream_path(args.json) else sys.stdout
+    print(Summary(title, stats, details).line(), file=report, flush=True)
+    for path in (args.output, args.json):
+        if path is not None and path.is_file():
+            print(f"wrote {path}", file=report)
+    return EXIT_INTERRUPTED if stats.stopped_by == STOPPED_BY_CTRL_C else 0
