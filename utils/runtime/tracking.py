@@ -48,6 +48,8 @@ LIBRARY_BUFFER_FPS = 30.0         # `trackers` counts lost_track_buffer in frame
 # scales it back up so one detection moves the estimate less. Picked on the real video (bench.py):
 # the jitter of a nearly still hand drops while a moving hand's box stays on it (recall vs N = 1).
 SMOOTH_MEASUREMENT_NOISE = 8.0
+LABEL_FONT_SCALE = 0.45          # the detector's label size, on frames up to LABEL_FONT_REFERENCE_WIDTH wide
+LABEL_FONT_REFERENCE_WIDTH = 640
 UNCONFIRMED = -1                  # track_ids value of a hand seen by one detector run so far
 
 
@@ -137,10 +139,14 @@ class HandTracker:
         self._tracker.reset()
         self._frame, self._last_detected_frame, self._visible = -1, -1, []
 
-    def update(self, detections, frame_size: tuple[int, int]) -> TrackedHands:
+    def update(self, detections, frame_size: tuple[int, int], index: int | None = None) -> TrackedHands:
         """Next frame: its `Detections` (already filtered to the hands to keep), or None where the
-        detector did not run. `frame_size` is (width, height) of the frame the boxes are relative to."""
-        self._frame += 1
+        detector did not run. `frame_size` is (width, height) of the frame the detector saw (the
+        tracker works in its pixels). `index`: the frame's position in the source when frames were
+        dropped in between (a live source); default: the frame after the previous one."""
+        if index is not None and index <= self._frame:
+            raise ValueError(f"frame {index} comes after frame {self._frame}: frames must be tracked in order")
+        self._frame = self._frame + 1 if index is None else index
         width, height = frame_size
         if detections is None:
             return self._predict(width, height)
@@ -200,6 +206,25 @@ class HandTracker:
                             np.asarray([v.library_id + 1 if v.library_id >= 0 else UNCONFIRMED for v in shown],
                                        np.int64),
                             np.full(len(shown), predicted))
+
+
+def draw_tracked_hands(image: np.ndarray, hands: TrackedHands, class_names: dict[int, str] | None = None) -> None:
+    """Draw tracked hands on a BGR image in place: the box, and "#ID class score" above it (no ID
+    while unconfirmed); boxes the tracker placed (predicted) are drawn thinner."""
+    import cv2
+
+    from utils.runtime.detector import BOX_COLOR_BGR, BOX_THICKNESS
+
+    height, width = image.shape[:2]
+    font_scale = LABEL_FONT_SCALE * max(1.0, width / LABEL_FONT_REFERENCE_WIDTH)  # readable on big frames
+    pixels = normalized_to_pixels(hands.boxes, width, height).round().astype(int)
+    for (x1, y1, x2, y2), score, class_id, tid, predicted in zip(pixels, hands.scores, hands.classes,
+                                                                 hands.track_ids, hands.predicted, strict=True):
+        cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOR_BGR, 1 if predicted else BOX_THICKNESS, cv2.LINE_AA)
+        name = (class_names or {}).get(int(class_id), str(int(class_id)))
+        label = f"#{tid} {name} {score:.2f}" if tid > 0 else f"{name} {score:.2f}"
+        cv2.putText(image, label, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, BOX_COLOR_BGR, 1,
+                    cv2.LINE_AA)
 
 
 def detection_frames(every: int) -> Callable[[int], bool]:
