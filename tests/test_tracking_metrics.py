@@ -48,3 +48,18 @@ def test_stillest_run_needs_one_box_per_frame():
     boxes = [A + 5 * i for i in range(5)] + [A] * 5 + [np.vstack([A, B])] * 3
     assert metrics.stillest_run(boxes, 5) == 5
     assert metrics.stillest_run(boxes, 11) is None
+
+
+def test_bench_tracking_table_on_the_real_video(hand_video, model_dir):
+    import bench
+    from utils.runtime.detector import default_model_path
+
+    rows, figures = bench.tracking_bench(str(hand_video), default_model_path(model_dir), 320, 240, max_frames=40,
+                                         repeats=1)
+    assert [r.every for r in rows] == [1, 1, 2, 3, 5, 1] and all(r.frames == 40 for r in rows)
+    reference = figures[rows[0].name]
+    assert reference["recall"] == reference["precision"] == 1.0 and reference["switches"] is None
+    tracked = figures["--track --detect-every 3"]
+    assert 0.5 < tracked["recall"] <= 1.0 and tracked["tracks"] >= 1
+    table = bench.tracking_markdown(rows, figures, 30.0)
+    assert "| --track --detect-every 5 |" in table and "Goal (shown, not asserted): N = 3" in table
