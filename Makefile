@@ -15,6 +15,9 @@ HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
 HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
+# `make demo`'s video: VIDEO when given; else the shared one when present; else none (then demo.py
+# shows camera 0 in a window, or says how to pass VIDEO=path).
+DEMO_VIDEO        = $(if $(filter file,$(origin VIDEO)),$(wildcard $(VIDEO)),$(VIDEO))
 DEMO_OUTPUT      ?= results/demo.mp4
 EGOHANDS_ZIP     ?=
 CALIBRATION      ?=
@@ -54,8 +57,8 @@ $(HANDTRACKJS_MARKER): | $(VENV)/.installed
 data/hand_label_map.pbtxt:
 	$(MAKE) data
 
-demo: install | $(MODEL_DIR)/manifest.json ## Detect hands in VIDEO headless: annotated video in results/demo.mp4, FPS printed
-	$(PY) detect_single_threaded.py --source $(VIDEO) --model $(MODEL_DIR) --display 0 --output $(DEMO_OUTPUT) --json results/demo.jsonl
+demo: install | $(MODEL_DIR)/manifest.json ## Detect and track hands in VIDEO headless (results/demo.mp4, .jsonl); no video at hand: camera 0 in a window
+	$(PY) demo.py $(if $(DEMO_VIDEO),--video $(DEMO_VIDEO)) --model $(MODEL_DIR) --output $(DEMO_OUTPUT) --json results/demo.jsonl
 
 data: install ## EgoHands -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP=zip to skip the download)
 	$(PY) egohands_dataset_clean.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))

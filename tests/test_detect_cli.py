@@ -68,8 +68,10 @@ def test_single_threaded_whole_video(single_run):
         assert len(r["boxes"]) <= 2 and all(s > 0.2 for s in r["scores"])
         assert r["class_names"] == ["hand"] * len(r["boxes"]) and r["classes"] == [1] * len(r["boxes"])
         xmin, ymin, xmax, ymax = r["boxes"][0]
-        assert 0 <= xmin < xmax <= r["width"] == 320 and 0 <= ymin < ymax <= r["height"] == 240
-    assert count_video_frames(out / "demo.mp4") == (VIDEO_FRAMES, (320, 240))
+        # Detected at 320x240, written in the source's pixels: the boxes lie on the original video.
+        assert 0 <= xmin < xmax <= r["width"] == 720 and 0 <= ymin < ymax <= r["height"] == 720
+        assert "track_ids" not in r
+    assert count_video_frames(out / "demo.mp4") == (VIDEO_FRAMES, (720, 720))  # the source's shape
     summary = result.stdout
     assert f"{VIDEO_FRAMES} frames in" in summary and "FPS" in summary
     assert "skipped 0 corrupt frame(s)" in summary and "stopped by end of stream" in summary
@@ -92,11 +94,13 @@ def test_multi_threaded_matches_single_threaded(single_run, hand_video, tmp_path
 @pytest.mark.timeout(60)
 def test_max_frames_flip_and_options(hand_video, tmp_path):
     result = run_script(MULTI, "--source", hand_video, "--display", "0", "--max-frames", 25, "--flip",
-                        "--num-hands", 1, "--width", 400, "--height", 0, "--json", tmp_path / "a.jsonl")
+                        "--num-hands", 1, "--width", 400, "--height", 0, "--json", tmp_path / "a.jsonl",
+                        "--output", tmp_path / "a.mp4", "--output-size", "360x300")
     assert result.returncode == 0, result.stderr
     records = read_json_lines(tmp_path / "a.jsonl")
     assert len(records) == 25 and "stopped by --max-frames" in result.stdout
-    assert {(r["width"], r["height"]) for r in records} == {(400, 400)}  # 720x720 keeps its aspect
+    assert {(r["width"], r["height"]) for r in records} == {(720, 720)}  # JSON: the source's pixels
+    assert count_video_frames(tmp_path / "a.mp4") == (25, (300, 300))   # fitted into 360x300, aspect kept
     assert all(len(r["boxes"]) <= 1 for r in records)
 
 
@@ -155,7 +159,7 @@ def test_sigint_stops_multi_threaded_cleanly_with_a_playable_video(hand_video, m
     assert process.returncode == 130, stderr
     assert "stopped by Ctrl-C" in stdout and "FPS" in stdout
     frames, size = count_video_frames(out)
-    assert 0 < frames < VIDEO_FRAMES and size == (320, 240)
+    assert 0 < frames < VIDEO_FRAMES and size == (720, 720)
     assert len(read_json_lines(tmp_path / "run.jsonl")) == frames
     assert not list(tmp_path.glob(".run.*")), "temporaries must be gone"
 

@@ -1,6 +1,7 @@
 """The command line of detect_single_threaded.py and detect_multi_threaded.py: options, checks, main().
 
-    source -> loop.FrameStream (resized, flipped) -> loop.FrameProcessor (detect, draw, JSON record)
+    source -> loop.FrameStream (flipped; a copy at --width x --height for the detector)
+           -> loop.FrameProcessor (detect; [--track: tracking.HandTracker, in frame order]; draw, JSON record)
            -> outputs.Presenter (--output video, --json lines, window with FPS) -> outputs.Summary
 
 Everything that can be checked (options, output paths, the display, the source, the model) is
@@ -21,6 +22,7 @@ from utils.common.errors import UserError
 from utils.common.fileio import check_output_path, is_stream_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.runtime import detector as detector_utils
+from utils.runtime import tracking
 from utils.runtime.loop import (
     DEFAULT_QUEUE_SIZE,
     STOPPED_BY_CTRL_C,
@@ -73,9 +75,10 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
                         default=config.DEFAULT_NUM_HANDS,
                         help="at most this many boxes per frame (the best ones)")
     parser.add_argument("-wd", "--width", type=int, default=config.DEFAULT_WIDTH,
-                        help="frames are resized to WIDTH x HEIGHT before detection, drawing and --output "
-                             "(0 keeps the source's; one side 0 keeps the aspect ratio). The original used "
-                             "320x180 (single) and 300x200 (multi); the model resizes to 300x300 itself")
+                        help="the detector sees frames resized to WIDTH x HEIGHT (0 keeps the source's; one "
+                             "side 0 keeps the aspect ratio); the window, --output and --json keep the "
+                             "source's frame (see --output-size). The original used 320x180 (single) and "
+                             "300x200 (multi); the model resizes to 300x300 itself")
     parser.add_argument("-ht", "--height", type=int, default=config.DEFAULT_HEIGHT,
                         help="see --width")
     parser.add_argument("-ds", "--display", type=int, choices=(0, 1), default=1,
@@ -86,12 +89,27 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
                              "from run to run); 0: don't")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"write the annotated frames to this video ({VIDEO_FOURCC}; "
-                             f"{', '.join(OUTPUT_VIDEO_SUFFIXES)})")
+                             f"{', '.join(OUTPUT_VIDEO_SUFFIXES)}), at the source's size or --output-size")
+    parser.add_argument("--output-size", type=parse_output_size, default=None, metavar="W[xH]",
+                        help="show and write frames scaled to this width (W) or to fit W x H, keeping the "
+                             "source's aspect ratio (default: the source's own size)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write one JSON line per frame ('-' for stdout): index, timestamp (s; null "
-                             "for images), width, height, boxes [[xmin,ymin,xmax,ymax] in pixels of the "
-                             "resized frame], scores, "
-                             "classes (label map ids), class_names, and file for image sources")
+                             "for images), width and height of the source frame, boxes [[xmin,ymin,xmax,ymax] "
+                             "in its pixels], scores, classes (label map ids), class_names, file for image "
+                             "sources; with --track also track_ids (parallel to boxes; null for a hand seen "
+                             "once, not yet confirmed) and predicted (true: placed by the tracker on a frame "
+                             "the detector skipped)")
+    parser.add_argument("--track", action="store_true",
+                        help="give each hand an integer ID that stays while it is visible and through misses "
+                             f"up to {tracking.MAX_MISS_SECONDS:g} s (ByteTrack from the `trackers` package); "
+                             "drawn on its box and written as track_ids")
+    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
+                        help="run the detector on every Nth frame only; the tracker moves the boxes on the "
+                             "frames between (predicted in --json). N > 1 turns on --track")
+    parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                        help="steadier boxes: each tracked hand's box is its Kalman filter's estimate rather "
+                             "than the raw detection (default: on with --track; --smooth turns on --track)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="stop after this many frames (default: the whole source)")
     parser.add_argument("--flip", action="store_true",
@@ -126,10 +144,30 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                 (args.queue_size < 1, "--queue-size must be >= 1"),
                 (args.max_frames is not None and args.max_frames < 1, "--max-frames must be >= 1"),
                 (args.num_threads < 0, "--num-threads must be >= 0"),
+                (args.detect_every < 1, "--detect-every must be >= 1"),
                 (args.linger < 0, "--linger must be >= 0")]
     for bad, message in problems:
         if bad:
             parser.error(message)
+
+
+def parse_output_size(text: str) -> tuple[int, int]:
+    """'640' -> (640, 0): that width; '640x480' -> fit within 640 x 480. The aspect ratio is kept."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a width like 640, or WIDTHxHEIGHT like 640x480")
+    return (size[0], size[1] if len(size) == 2 else 0)
+
+
+def make_tracker(args: argparse.Namespace, fps: float) -> tracking.HandTracker | None:
+    """The tracker the options ask for (--track, --detect-every > 1 or --smooth), else None."""
+    if not (args.track or args.detect_every > 1 or args.smooth):
+        return None
+    return tracking.HandTracker(fps=fps, smooth=args.smooth is not False, score_thresh=args.score_thresh)
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -184,13 +222,18 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
                 model_path, threads_per_detector(model_path, workers, args.num_threads))
             processors = [FrameProcessor(detector if i == 0 else detector.clone(), args.score_thresh,
                                          args.num_hands) for i in range(workers)]
-            frames = FrameStream(source, args.width, args.height, args.flip, args.max_frames, warn)
+            frames = FrameStream(source, args.width, args.height, args.flip, args.max_frames, warn,
+                                 output_size=args.output_size, detect_every=args.detect_every)
+            tracker = make_tracker(args, source.fps)
             details = [f"model {detector.path.name} ({detector.backend})"] + ([f"{workers} workers"] if multi
                                                                               else [])
+            if tracker is not None:
+                details.append(f"tracking ({tracker.algorithm}{', smoothed' if tracker.smooth else ''}, "
+                               f"detector on every {args.detect_every} frame(s))")
             with Outputs(args.output, args.json, source.fps, warn) as outputs, \
                     Window(title, bool(args.display), bool(args.fps)) as window, ctrl_c_sets(stop):
                 stats = run(frames, processors, Presenter(outputs, window), threaded=multi,
-                            queue_size=args.queue_size, stop=stop)
+                            queue_size=args.queue_size, stop=stop, tracker=tracker)
                 if stats.stopped_by != STOPPED_BY_QUIT:
                     window.linger(args.linger)
     except (UserError, detector_utils.ModelLoadError) as exc:

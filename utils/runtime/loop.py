@@ -4,6 +4,13 @@
         frames = FrameStream(source, width=320, height=240)
         stats = run(frames, [FrameProcessor(detector, min_score=0.2, max_hands=2)], present=outputs_and_window)
 
+The detector sees each frame at --width x --height; what is drawn, shown and written is the source
+frame itself (or a same-aspect resize, `output_size`), and the JSON boxes are in source pixels.
+With a `tracker` (utils.runtime.tracking.HandTracker) the workers only detect; tracking, drawing and
+the JSON record happen in frame order on the calling thread, so IDs do not depend on the threads.
+With `FrameStream(detect_every=N)` the detector runs on every Nth frame only; the frames between
+never reach a worker (they wait for their detection frame's result and take the tracker's boxes).
+
 One processor runs on the calling thread (detect_single_threaded.py); several (or `threaded=True`) run on
 worker threads through utils.runtime.pipeline, results still handed to `present` in frame order and on
 the calling thread (detect_multi_threaded.py). bench.py times this same function.
@@ -16,12 +23,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from utils.common.boxes import normalized_to_pixels
 from utils.runtime import detector as detector_utils
-from utils.runtime.pipeline import run_ordered
+from utils.runtime.pipeline import POLL_SECONDS, run_ordered
 from utils.runtime.sources import FrameSource, SourceFrame, fit_frame
 
 DEFAULT_QUEUE_SIZE = 5   # the original's default
@@ -61,9 +69,26 @@ class FrameResult:
     num_boxes: int
 
 
+@dataclass(frozen=True)
+class LoopFrame:
+    """One frame of a FrameStream: `source.bgr` is the picture to draw on, show and write (the source
+    frame, flipped if asked, at `output_size` if given); `detector_bgr` is what the detector sees
+    (--width x --height), None on frames it skips."""
+
+    source: SourceFrame
+    detector_bgr: np.ndarray | None
+    source_size: tuple[int, int]    # (width, height) of the frame as the source gave it
+    detector_size: tuple[int, int]  # (width, height) the detector sees
+    position: int                   # 0, 1, 2... in the order the stream delivered frames
+
+    @property
+    def index(self) -> int:
+        return self.source.index
+
+
 def frame_record(frame: SourceFrame, kept: detector_utils.Detections, width: int, height: int,
                  class_names: dict[int, str]) -> dict:
-    """The --json line of one frame: boxes in pixels of the (resized) frame."""
+    """The --json line of one frame: boxes in pixels of a `width` x `height` frame (the source's)."""
     pixels = normalized_to_pixels(kept.boxes, width, height).round().astype(int)
     record = {"index": frame.index,
               "timestamp": None if frame.timestamp is None else round(frame.timestamp, 6),
@@ -72,9 +97,21 @@ def frame_record(frame: SourceFrame, kept: detector_utils.Detections, width: int
               "scores": [round(float(s), SCORE_DECIMALS) for s in kept.scores],
               "classes": [int(c) for c in kept.classes],
               "class_names": [class_names.get(int(c), str(int(c))) for c in kept.classes]}
+    track_ids = getattr(kept, "track_ids", None)
+    if track_ids is not None:  # tracked hands (utils.runtime.tracking.TrackedHands)
+        record["track_ids"] = [int(t) if t > 0 else None for t in track_ids]  # None: not confirmed yet
+        record["predicted"] = [bool(p) for p in kept.predicted]
     if frame.name is not None:
         record["file"] = frame.name
     return record
+
+
+@dataclass
+class Detected:
+    """A worker's detections for a frame, before drawing; None where the detector did not run."""
+
+    frame: LoopFrame
+    detections: detector_utils.Detections | None
 
 
 class FrameProcessor:
@@ -86,27 +123,83 @@ class FrameProcessor:
         self.min_score = min_score
         self.max_hands = max_hands
 
-    def __call__(self, frame: SourceFrame) -> FrameResult:
+    def detect(self, frame: LoopFrame) -> Detected:
         import cv2
 
-        image = frame.bgr
-        height, width = image.shape[:2]
-        kept = self.detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), min_score=self.min_score,
-                                    max_hands=self.max_hands)
-        # Drawn on the BGR frame, so the window and the video show exactly BOX_COLOR_BGR.
-        detector_utils.draw_box_on_image(len(kept.scores), -np.inf, kept.scores, kept.boxes, width, height,
-                                         image, kept.classes, self.detector.class_names)
-        return FrameResult(frame.index, image, frame_record(frame, kept, width, height,
+        if frame.detector_bgr is None:
+            return Detected(frame, None)
+        return Detected(frame, self.detector.detect(cv2.cvtColor(frame.detector_bgr, cv2.COLOR_BGR2RGB),
+                                                    min_score=self.min_score, max_hands=self.max_hands))
+
+    def finish(self, detected: Detected, tracker: Any = None) -> FrameResult:
+        """Draw and record `detected`; with a tracker (in frame order!) its tracked hands instead."""
+        frame = detected.frame
+        kept = detected.detections
+        if tracker is not None:
+            kept = tracker.update(kept, frame.detector_size, index=frame.position)
+        elif kept is None:
+            kept = detector_utils.Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                             np.zeros(0, np.int32))
+        image = frame.source.bgr
+        draw_hands(image, kept, self.detector.class_names)
+        width, height = frame.source_size
+        return FrameResult(frame.index, image, frame_record(frame.source, kept, width, height,
                                                             self.detector.class_names), len(kept.scores))
+
+    def __call__(self, frame: LoopFrame) -> FrameResult:
+        return self.finish(self.detect(frame))
+
+
+def draw_hands(image: np.ndarray, kept, class_names: dict[int, str]) -> None:
+    """Boxes on the BGR picture in place (so the window and the video show exactly BOX_COLOR_BGR);
+    tracked hands get their ID in the label."""
+    height, width = image.shape[:2]
+    if getattr(kept, "track_ids", None) is not None:
+        from utils.runtime.tracking import draw_tracked_hands
+
+        draw_tracked_hands(image, kept, class_names)
+        return
+    detector_utils.draw_box_on_image(len(kept.scores), -np.inf, kept.scores, kept.boxes, width, height,
+                                     image, kept.classes, class_names)
+
+
+def fit_size(width: int, height: int, want_width: int, want_height: int) -> tuple[int, int]:
+    """The size utils.runtime.sources.fit_frame gives a width x height frame (0: keep that side's aspect)."""
+    if want_width > 0 and want_height <= 0:
+        return want_width, max(1, round(height * want_width / width))
+    if want_height > 0 and want_width <= 0:
+        return max(1, round(width * want_height / height)), want_height
+    if want_width > 0:
+        return want_width, want_height
+    return width, height
+
+
+def fit_within(width: int, height: int, box: tuple[int, int] | None) -> tuple[int, int]:
+    """(width, height) scaled to fit `box` (bw, bh; 0 for a side leaves it free), aspect kept."""
+    if box is None:
+        return width, height
+    bw, bh = box
+    scale = min(bw / width if bw > 0 else np.inf, bh / height if bh > 0 else np.inf)
+    if not np.isfinite(scale):
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class FrameStream:
-    """The source's frames, resized / flipped, at most `max_frames`; corrupt ones skipped with a warning."""
+    """The source's frames, flipped if asked, at most `max_frames`; corrupt ones skipped with a warning.
+
+    Each comes with its copy for the detector at `width` x `height` (0 for one side keeps the aspect
+    ratio, both 0 the source size) on every `detect_every`th frame, and is itself kept at the source's
+    size, or fitted into `output_size` (width, height; aspect kept) for drawing, showing and writing."""
 
     def __init__(self, source: FrameSource, width: int = 0, height: int = 0, flip: bool = False,
-                 max_frames: int | None = None, warn: Callable[[str], None] = lambda message: None):
+                 max_frames: int | None = None, warn: Callable[[str], None] = lambda message: None,
+                 output_size: tuple[int, int] | None = None, detect_every: int = 1):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.source, self.width, self.height, self.flip = source, width, height, flip
         self.max_frames, self.warn = max_frames, warn
+        self.output_size, self.detect_every = output_size, detect_every
         self.skipped = 0
         self.delivered = 0
 
@@ -114,7 +207,9 @@ class FrameStream:
     def exhausted_max_frames(self) -> bool:
         return self.max_frames is not None and self.delivered >= self.max_frames
 
-    def __iter__(self) -> Iterator[SourceFrame]:
+    def __iter__(self) -> Iterator[LoopFrame]:
+        import cv2
+
         if self.exhausted_max_frames:
             return
         for frame in self.source.frames():
@@ -123,7 +218,19 @@ class FrameStream:
                 where = frame.name or self.source.description
                 self.warn(f"{where}: {frame.error}; frame {frame.index} skipped")
                 continue
-            yield replace(frame, bgr=fit_frame(frame.bgr, self.width, self.height, self.flip))
+            source_size = (frame.bgr.shape[1], frame.bgr.shape[0])
+            detector_size = fit_size(*source_size, self.width, self.height)
+            shown = fit_within(*source_size, self.output_size)
+            detect = self.delivered % self.detect_every == 0
+            small = fit_frame(frame.bgr, *detector_size, self.flip) if detect or shown == detector_size else None
+            if shown == detector_size:
+                picture = small  # drawn on only after the detector has read it
+            elif shown == source_size:
+                picture = cv2.flip(frame.bgr, 1) if self.flip else frame.bgr
+            else:
+                picture = fit_frame(frame.bgr, *shown, self.flip)
+            yield LoopFrame(replace(frame, bgr=picture), small if detect else None, source_size, detector_size,
+                            self.delivered)
             self.delivered += 1
             if self.exhausted_max_frames:
                 return
@@ -145,34 +252,59 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def run(frames: FrameStream, processors: Sequence[Callable[[SourceFrame], FrameResult]],
-        present: Callable[[FrameResult], bool] | None = None, *, threaded: bool | None = None,
-        queue_size: int = DEFAULT_QUEUE_SIZE, stop: threading.Event | None = None) -> RunStats:
+def run(frames: FrameStream, processors: Sequence[FrameProcessor], present: Callable[[FrameResult], bool] | None = None,
+        *, threaded: bool | None = None, queue_size: int = DEFAULT_QUEUE_SIZE, stop: threading.Event | None = None,
+        tracker: Any = None) -> RunStats:
     """Run every frame through a processor and hand the results, in order, to `present` (which
     returns False to quit). Threaded (default: with more than one processor) means one worker thread
     per processor and a reader thread; a live source then keeps only its newest frame. Stops at the
     end of the frames, on `present` returning False, or when `stop` is set (Ctrl-C). A worker's error
-    is raised as utils.runtime.pipeline.PipelineError."""
+    is raised as utils.runtime.pipeline.PipelineError.
+
+    With a `tracker` (utils.runtime.tracking.HandTracker), or when `frames` skips the detector on
+    some frames, the workers only detect and the rest happens here, in frame order."""
     if not processors:
         raise ValueError("at least one processor is needed")
     stop = stop or threading.Event()
     stats = RunStats()
+    in_order = tracker is not None or frames.detect_every > 1
 
     def consume(result: FrameResult) -> bool:
         stats.frames += 1
         stats.frames_with_boxes += result.num_boxes > 0
         return present is None or present(result)
 
+    def consume_detected(detected: Detected) -> bool:
+        return consume(processors[0].finish(detected, tracker))
+
     start = time.perf_counter()
     try:
         if threaded if threaded is not None else len(processors) > 1:
-            pipeline = run_ordered(frames, processors, consume, queue_size=queue_size,
+            if not in_order:
+                items, workers, on_result = frames, processors, consume
+            elif frames.detect_every == 1:
+                items, workers, on_result = frames, [p.detect for p in processors], consume_detected
+            else:
+                items = _groups(frames)
+                workers = [lambda group, p=p: (group, p.detect(group.first)) for p in processors]
+
+                def on_result(done: tuple[_Group, Detected]) -> bool:
+                    group, detected = done
+                    if not consume_detected(detected):
+                        return False
+                    while not group.complete.wait(POLL_SECONDS):  # the reader is still reading them
+                        if stop.is_set():
+                            return True
+                    return all(consume_detected(Detected(f, None)) for f in group.followers)
+            pipeline = run_ordered(items, workers, on_result, queue_size=queue_size,
                                    keep_latest=frames.source.live, stop=stop)
             stats.dropped = pipeline.dropped
             stats.stopped_by = {"consumer": STOPPED_BY_QUIT, "stop": STOPPED_BY_CTRL_C}.get(pipeline.stopped_by,
                                                                                            STOPPED_AT_END)
         else:
-            stats.stopped_by = _run_single(frames, processors[0], consume, stop)
+            processor = processors[0]
+            one = (lambda f: processor.finish(processor.detect(f), tracker)) if in_order else processor
+            stats.stopped_by = _run_single(frames, one, consume, stop)
     finally:
         stats.seconds = time.perf_counter() - start
         stats.skipped = frames.skipped
@@ -181,7 +313,34 @@ def run(frames: FrameStream, processors: Sequence[Callable[[SourceFrame], FrameR
     return stats
 
 
-def _run_single(frames: FrameStream, processor: Callable[[SourceFrame], FrameResult],
+class _Group:
+    """A frame the detector runs on and the frames after it that it skips (read later by the reader;
+    `complete` once the next detection frame or the end is reached)."""
+
+    def __init__(self, first: LoopFrame):
+        self.first = first
+        self.followers: list[LoopFrame] = []
+        self.complete = threading.Event()
+
+
+def _groups(frames: FrameStream) -> Iterator[_Group]:
+    """Frames grouped behind their detection frame; only the detection frame goes to a worker."""
+    group = None
+    try:
+        for frame in frames:
+            if frame.detector_bgr is not None or group is None:
+                if group is not None:
+                    group.complete.set()
+                group = _Group(frame)
+                yield group
+            else:
+                group.followers.append(frame)
+    finally:
+        if group is not None:
+            group.complete.set()
+
+
+def _run_single(frames: FrameStream, processor: Callable[[LoopFrame], FrameResult],
                 consume: Callable[[FrameResult], bool], stop: threading.Event) -> str:
     for frame in frames:
         if stop.is_set():

@@ -1,0 +1,193 @@
+"""HandTracker: IDs through misses, crossing hands, new IDs after a long absence, predicted boxes
+between detector runs, smoothing; on fabricated Detections sequences and on the real hand video."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.common.boxes import normalized_to_pixels, pixels_to_normalized
+from utils.evaluation import tracking as metrics
+from utils.runtime.detector import Detections
+from utils.runtime.tracking import UNCONFIRMED, HandTracker, TrackedHands, detection_frames
+
+SIZE = (640, 480)
+FPS = 30.0
+
+
+def hands(*pixel_boxes, score: float = 0.9) -> Detections:
+    """Detections for pixel boxes (xmin, ymin, xmax, ymax) in a SIZE frame."""
+    boxes = pixels_to_normalized(np.asarray(pixel_boxes, float).reshape(-1, 4), *SIZE).astype(np.float32)
+    return Detections(boxes, np.full(len(boxes), score, np.float32), np.ones(len(boxes), np.int32))
+
+
+NOTHING = hands()
+
+
+def pixels(result: TrackedHands) -> np.ndarray:
+    return normalized_to_pixels(result.boxes, *SIZE)
+
+
+def moving_box(t: int, x0: float = 100, y0: float = 200, vx: float = 3.0, w: float = 80, h: float = 100):
+    return (x0 + vx * t, y0, x0 + vx * t + w, y0 + h)
+
+
+def test_first_sighting_is_unconfirmed_then_numbered_from_one():
+    tracker = HandTracker(FPS)
+    first = tracker.update(hands(moving_box(0)), SIZE)
+    assert first.track_ids.tolist() == [UNCONFIRMED] and not first.predicted.any()
+    second = tracker.update(hands(moving_box(1)), SIZE)
+    assert second.track_ids.tolist() == [1]
+    assert second.scores.tolist() == pytest.approx([0.9]) and second.classes.tolist() == [1]
+
+
+def test_id_kept_through_a_ten_frame_miss():
+    tracker = HandTracker(FPS, smooth=False)
+    ids = [tracker.update(hands(moving_box(t)), SIZE).track_ids.tolist() for t in range(10)]
+    assert ids[-1] == [1]
+    for _ in range(10):  # the detector runs and finds nothing: no box is shown, the ID is kept
+        assert len(tracker.update(NOTHING, SIZE).boxes) == 0
+    back = tracker.update(hands(moving_box(20)), SIZE)
+    assert back.track_ids.tolist() == [1]
+
+
+def test_new_id_after_a_long_absence():
+    tracker = HandTracker(FPS)
+    for t in range(10):
+        tracker.update(hands(moving_box(t, vx=0)), SIZE)
+    for _ in range(int(2 * FPS)):  # 2 s without the hand: longer than the 1 s the ID is kept
+        tracker.update(NOTHING, SIZE)
+    tracker.update(hands(moving_box(0, vx=0)), SIZE)
+    again = tracker.update(hands(moving_box(0, vx=0)), SIZE)
+    assert again.track_ids.tolist() == [2]
+
+
+def test_two_hands_crossing_slowly_keep_their_ids():
+    tracker = HandTracker(FPS)
+    # Left hand moves right, right hand moves left, at the same height: their boxes overlap mid-way.
+    frames = 60
+    last = None
+    for t in range(frames):
+        left = moving_box(t, x0=100, vx=4.0)
+        right = moving_box(t, x0=100 + 4.0 * frames, vx=-4.0)
+        result = tracker.update(hands(left, right), SIZE)
+        if t >= 1:
+            by_id = dict(zip(result.track_ids.tolist(), pixels(result)[:, 0], strict=True))
+            assert sorted(by_id) == [1, 2]
+            last = by_id
+        if t == 1:
+            first_ids = {int(i): x for i, x in zip(result.track_ids, pixels(result)[:, 0], strict=True)}
+            left_id = min(first_ids, key=first_ids.get)
+    # The hand that started on the left ends on the right, under the same ID.
+    assert last[left_id] == pytest.approx(moving_box(frames - 1, x0=100, vx=4.0)[0], abs=8)
+
+
+def test_detect_every_three_predicts_the_frames_between():
+    tracker = HandTracker(FPS, smooth=False)
+    every = detection_frames(3)
+    results = [tracker.update(hands(moving_box(t)) if every(t) else None, SIZE) for t in range(15)]
+    assert all(len(r.boxes) == 1 for r in results)
+    assert [bool(r.predicted[0]) for r in results] == [t % 3 != 0 for t in range(15)]
+    # Predicted boxes follow the motion the filter learnt (3 px per frame to the right).
+    for t in range(6, 15):
+        if t % 3:
+            assert pixels(results[t])[0, 0] == pytest.approx(moving_box(t)[0], abs=3.0)
+            assert results[t].track_ids.tolist() == [1]
+    # Between the first two runs the unconfirmed hand is carried too, still without an ID.
+    assert results[1].track_ids.tolist() == [UNCONFIRMED] and results[1].predicted.all()
+
+
+def test_a_hand_lost_by_the_detector_is_not_carried():
+    tracker = HandTracker(FPS)
+    every = detection_frames(2)
+    for t in range(6):
+        tracker.update(hands(moving_box(t)) if every(t) else None, SIZE)
+    assert len(tracker.update(NOTHING, SIZE).boxes) == 0  # frame 6: the detector ran and found nothing
+    assert len(tracker.update(None, SIZE).boxes) == 0     # frame 7: nothing to carry
+
+
+def test_smoothing_reduces_jitter_of_a_still_hand():
+    rng = np.random.default_rng(0)
+    still = np.array([200, 150, 300, 280], float)
+    noisy = [still + rng.normal(0, 3, 4) for _ in range(90)]
+    jitter = {}
+    for smooth in (False, True):
+        tracker = HandTracker(FPS, smooth=smooth)
+        shown = [pixels(tracker.update(hands(box), SIZE))[0] for box in noisy]
+        jitter[smooth] = metrics.box_jitter(np.array(shown[10:]))
+    assert jitter[True] < 0.8 * jitter[False]
+
+
+def test_reset_forgets_tracks():
+    tracker = HandTracker(FPS)
+    for t in range(3):
+        tracker.update(hands(moving_box(t)), SIZE)
+    tracker.reset()
+    assert tracker.update(hands(moving_box(3)), SIZE).track_ids.tolist() == [UNCONFIRMED]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="fps"):
+        HandTracker(0)
+    with pytest.raises(ValueError, match="unknown tracker"):
+        HandTracker(FPS, algorithm="deepsort")
+    with pytest.raises(ValueError, match="detect-every"):
+        detection_frames(0)
+
+
+# --- The real video ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def video_detections(hand_video, model_dir):
+    """The default model's kept detections on every frame of the real hand video (320x240)."""
+    import cv2
+
+    from utils.common import config
+    from utils.runtime import detector as detector_utils
+
+    detector = detector_utils.load_inference_graph(detector_utils.default_model_path(model_dir))
+    capture = cv2.VideoCapture(str(hand_video))
+    kept = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(cv2.resize(bgr, (320, 240)), cv2.COLOR_BGR2RGB)
+        d = detector.detect(rgb)
+        keep = np.argsort(-d.scores, kind="stable")[:config.DEFAULT_NUM_HANDS]
+        keep = keep[d.scores[keep] > config.DEFAULT_SCORE_THRESHOLD]
+        kept.append(Detections(d.boxes[keep], d.scores[keep], d.classes[keep]))
+    capture.release()
+    assert len(kept) > 300
+    return kept
+
+
+def track_video(detections: list[Detections], every: int, smooth: bool) -> tuple[list, list]:
+    tracker = HandTracker(FPS, smooth=smooth)
+    run = detection_frames(every)
+    boxes, ids = [], []
+    for t, d in enumerate(detections):
+        result = tracker.update(d if run(t) else None, (320, 240))
+        boxes.append(normalized_to_pixels(result.boxes, 320, 240))
+        ids.append(result.track_ids.tolist())
+    return boxes, ids
+
+
+def test_real_video_tracked_boxes_follow_the_detector(video_detections):
+    reference = [normalized_to_pixels(d.boxes, 320, 240) for d in video_detections]
+    boxes, ids = track_video(video_detections, every=3, smooth=True)
+    assert metrics.recall(boxes, reference) >= 0.9
+    assert metrics.id_switches(boxes, ids) <= 2
+    assert metrics.track_count(ids) <= 10  # one hand, plus the detector's short-lived second boxes
+
+
+def test_real_video_smoothing_steadies_the_stillest_second(video_detections):
+    reference = [normalized_to_pixels(d.boxes, 320, 240) for d in video_detections]
+    start = metrics.stillest_run(reference, int(FPS))
+    assert start is not None
+    jitter = {}
+    for smooth in (False, True):
+        boxes, _ = track_video(video_detections, every=1, smooth=smooth)
+        run = boxes[start:start + int(FPS)]
+        assert all(len(b) == 1 for b in run)
+        jitter[smooth] = metrics.box_jitter(np.concatenate(run))
+    assert jitter[True] < 0.9 * jitter[False]
