@@ -14,6 +14,7 @@ import pytest
 import scipy.io
 
 import egohands_dataset_clean
+from utils.common import config
 from utils.data.egohands import (
     HAND_FIELDS,
     EgoHandsError,
@@ -94,8 +95,10 @@ def tiny_zip(tmp_path: Path) -> Path:
 def read_rows(path: Path) -> list[tuple]:
     import pandas as pd
 
-    df = pd.read_csv(path, dtype={"filename": str, "class": str})
-    return [tuple(r) for r in df.itertuples(index=False)]
+    df = pd.read_csv(path, dtype={"filename": str, "class": str, "source": str})
+    assert list(df.columns) == [*config.LABELS_CSV_COLUMNS, "source"]
+    assert (df["source"] == "egohands").all()  # every row names its dataset
+    return [tuple(r) for r in df.drop(columns="source").itertuples(index=False)]
 
 
 def output_files(root: Path) -> dict[str, bytes]:
@@ -328,6 +331,8 @@ def sample_lines(out: Path) -> list[str]:
     for split in ("train", "test", "eval"):
         for line in (out / f"{split}_labels.csv").read_text().splitlines()[1:]:
             name, rest = line.split(",", 1)
+            rest, source = rest.rsplit(",", 1)
+            assert source == "egohands"
             video, frame = name.rsplit("_frame_", 1)
             lines.append(f"{video}/frame_{frame},{rest}")
     return sorted(lines)
