@@ -1,0 +1,1 @@
+"""Datasets -> images/<split>/ + <split>_labels.csv -> TFRecords (TF Object Detection API keys)."""
