@@ -17,6 +17,10 @@ SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
 DEMO_OUTPUT      ?= results/demo.mp4
 EGOHANDS_ZIP     ?=
+OXFORD_ARCHIVE   ?=
+# `make data` sources: egohands, oxford, voc:DIR, coco:JSON (NAME= in front names one); DATA_ARGS: flags
+DATASETS         ?= egohands
+DATA_ARGS        ?=
 CALIBRATION      ?=
 RUN              ?= egohands
 EVAL_SPLIT       ?= eval
@@ -28,6 +32,7 @@ TRAIN_ARGS       ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Variables: VIDEO=$(VIDEO) MODEL_DIR=$(MODEL_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
+	@echo "           DATASETS=\"$(DATASETS)\" (egohands oxford voc:DIR coco:JSON) OXFORD_ARCHIVE=<local hand_dataset.tar.gz> DATA_ARGS=<flags for the data script>"
 
 install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
 
@@ -57,8 +62,13 @@ data/hand_label_map.pbtxt:
 demo: install | $(MODEL_DIR)/manifest.json ## Detect hands in VIDEO headless: annotated video in results/demo.mp4, FPS printed
 	$(PY) detect_single_threaded.py --source $(VIDEO) --model $(MODEL_DIR) --display 0 --output $(DEMO_OUTPUT) --json results/demo.jsonl
 
-data: install ## EgoHands -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP=zip to skip the download)
-	$(PY) egohands_dataset_clean.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
+data: install ## DATASETS (egohands) -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP/OXFORD_ARCHIVE: local archives)
+ifeq ($(strip $(DATASETS)),egohands)
+	$(PY) egohands_dataset_clean.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP)) $(DATA_ARGS)
+else
+	$(PY) mix_datasets.py $(DATASETS) $(if $(EGOHANDS_ZIP),--egohands-zip $(EGOHANDS_ZIP)) \
+		$(if $(OXFORD_ARCHIVE),--oxford-archive $(OXFORD_ARCHIVE)) $(DATA_ARGS)
+endif
 	$(PY) generate_tfrecord.py
 
 video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHANDS_ZIP=... for a local zip)
@@ -77,7 +87,7 @@ eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95],
 bench: install | $(MODEL_DIR)/manifest.json ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
 	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR)
 
-bench-data: install ## Benchmark the data pipeline (images/s) on the shared EgoHands sample
+bench-data: install ## Benchmark the data pipeline and every importer (images/s) on the shared EgoHands and Oxford data
 	$(PY) bench_data.py
 
 test: install ## Run the test suite (on its own copy of the pretrained model in .cache/test_model)

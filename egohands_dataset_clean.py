@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.errors import UserError
 from utils.data.egohands import (
     DEFAULT_FRACTIONS,
     EGOHANDS_MIRROR_URL,
@@ -19,7 +20,6 @@ from utils.data.egohands import (
     EGOHANDS_URL,
     EGOHANDS_ZIP_NAME,
     SPLITS,
-    EgoHandsError,
     convert_zip,
     csv_path,
     ensure_writable_dir,
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         results = convert_zip(zip_path, args.output_dir, splits, num_classes=args.classes,
                               workers=args.workers, progress=progress)
         pngs = write_visualizations(args.output_dir, results, args.visualize, args.visualize_dir)
-    except EgoHandsError as exc:
+    except UserError as exc:  # EgoHandsError, a failed download
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. a disk filling up mid-run

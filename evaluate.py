@@ -7,7 +7,9 @@ it, class names included. Labelled images come from a split made by `make data`
 (<split>_labels.csv + images/<split>/, or data/<split>.record), or from --labels/--images/--records.
 Boxes are matched class by class when the model knows every labelled class name, else
 class-agnostically (e.g. a 1-class 'hand' model against 4-class labels).
-Writes results/<name>.json (metrics, curve, timing) and results/<name>_pr.png.
+Prints one row per source (the CSV's source column / the records' image/source: egohands, oxford,
+voc, coco or your name) and the total. Writes results/<name>.json (metrics, curve, per-source metrics,
+timing) and results/<name>_pr.png.
 """
 from __future__ import annotations
 
@@ -72,8 +74,19 @@ def load_samples(args: argparse.Namespace):
                         f"`make data`, or pass --labels/--images or --records")
 
 
+def format_table(metrics: dict) -> str:
+    """One row per source and the total: images, boxes, AP@0.5, AP@[.5:.95], AR@100."""
+    lines = [f"{'source':<14} {'images':>7} {'boxes':>7} {'AP@0.5':>8} {'AP@[.5:.95]':>12} {'AR@100':>8}"]
+    rows = [*metrics.get("per_source", {}).items(), ("total", metrics)]
+    for name, m in rows:
+        lines.append(f"{name:<14} {m['images']:>7} {m['ground_truth_boxes']:>7} {m['AP50']:>8.4f} {m['AP']:>12.4f} "
+                     f"{m['AR100']:>8.4f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from utils.common.errors import UserError
     from utils.common.fileio import atomic_write_text
     from utils.evaluation.samples import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
     from utils.runtime.detector import ModelLoadError, load_inference_graph
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{detector.path} ({detector.backend}) on {len(samples)} images from {source}; {why}")
         start = time.monotonic()
         metrics = evaluate_detector(detector, samples, agnostic, progress=not args.no_progress)
-    except (EvalDataError, ModelLoadError) as exc:
+    except (UserError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{args.only or args.split}"
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path, png_path = args.output_dir / f"{name}.json", args.output_dir / f"{name}_pr.png"
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
     plot_pr_curve(metrics, png_path, f"{detector.path.parent.name}/{detector.path.name} on {args.only or args.split}")
+    print(format_table(metrics))
     print(f"AP@0.5 {metrics['AP50']:.4f}  AP@[.5:.95] {metrics['AP']:.4f}  AR@100 {metrics['AR100']:.4f}  "
           f"({metrics['images']} images, {metrics['ground_truth_boxes']} boxes, {metrics['ms_per_image']} ms/image)")
     print(f"wrote {json_path} and {png_path}")

@@ -2,7 +2,8 @@
 
 Records hold tf.train.Example in the TF Object Detection API's keys (image/encoded, image/format,
 image/height, image/width, image/filename, image/source_id, image/object/bbox/{xmin,ymin,xmax,ymax}
-normalized, image/object/class/text, image/object/class/label); the label map goes to
+normalized, image/object/class/text, image/object/class/label) plus image/source, the dataset the
+image came from (the CSV's source column; CSVs without one count as egohands); the label map goes to
 data/hand_label_map.pbtxt. Every CSV row and every image is checked; an error stops the run and
 leaves the failing split's previous record files as they were.
 Read them back with utils.data.tfrecord.read_examples / parse_example.
@@ -14,9 +15,12 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.errors import UserError
 from utils.common.label_map import LabelMapError, class_names, read_label_map, write_label_map
-from utils.data.egohands import HAND_FIELDS, SPLITS
+from utils.data.egohands import HAND_FIELDS
 from utils.data.egohands import class_names as egohands_class_names
+from utils.data.labels_csv import read_labels_table
+from utils.data.splits import SPLITS
 from utils.data.tfrecord import DEFAULT_SHARD_SIZE, TFRecordError, write_split
 
 
@@ -52,17 +56,10 @@ def choose_classes(mode: str, label_map: Path | None, csv_paths: list[Path]) -> 
         return class_names(read_label_map(label_map))
     if mode != "auto":
         return egohands_class_names(int(mode))
-    import pandas as pd
-
     found: set[str] = set()
     for path in csv_paths:
-        try:
-            found |= set(pd.read_csv(path, usecols=["class"], dtype=str, keep_default_na=False)["class"])
-        except FileNotFoundError as exc:
-            raise TFRecordError(f"{path}: no such file; run egohands_dataset_clean.py first, or pass "
-                                "--input-dir / --splits") from exc
-        except (OSError, ValueError) as exc:  # ValueError: no 'class' column, unparsable file
-            raise TFRecordError(f"{path}: cannot read its 'class' column ({exc})") from exc
+        found |= set(read_labels_table(path, error=TFRecordError,
+                                       missing_hint="run `make data` first, or pass --input-dir / --splits")["class"])
     if found <= {"hand"}:
         return egohands_class_names(1)
     if found <= set(HAND_FIELDS):
@@ -88,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                          shard_size=args.shard_size, workers=args.workers, progress=progress)
         label_map_path = args.output_dir / config.LABEL_MAP_NAME
         write_label_map(label_map_path, names)
-    except (TFRecordError, LabelMapError) as exc:
+    except (UserError, LabelMapError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -101,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {csv_paths[split]} has no rows: {r.files[0]} holds no examples", file=sys.stderr)
         files = r.files[0] if len(r.files) == 1 else r.files[0].with_name(
             f"{split}.record-*-of-{len(r.files):05d}")
-        print(f"{split:<6} {r.images:>6} images {r.boxes:>6} boxes -> {files}")
+        by_source = f"  ({', '.join(f'{k} {v}' for k, v in r.sources.items())})" if len(r.sources) > 1 else ""
+        print(f"{split:<6} {r.images:>6} images {r.boxes:>6} boxes -> {files}{by_source}")
     print(f"label map ({', '.join(names)}) -> {label_map_path}")
     return 0
 

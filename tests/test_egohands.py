@@ -14,6 +14,7 @@ import pytest
 import scipy.io
 
 import egohands_dataset_clean
+from utils.common import config
 from utils.data.egohands import (
     HAND_FIELDS,
     EgoHandsError,
@@ -94,8 +95,10 @@ def tiny_zip(tmp_path: Path) -> Path:
 def read_rows(path: Path) -> list[tuple]:
     import pandas as pd
 
-    df = pd.read_csv(path, dtype={"filename": str, "class": str})
-    return [tuple(r) for r in df.itertuples(index=False)]
+    df = pd.read_csv(path, dtype={"filename": str, "class": str, "source": str})
+    assert list(df.columns) == [*config.LABELS_CSV_COLUMNS, "source"]
+    assert (df["source"] == "egohands").all()  # every row names its dataset
+    return [tuple(r) for r in df.drop(columns="source").itertuples(index=False)]
 
 
 def output_files(root: Path) -> dict[str, bytes]:

@@ -57,6 +57,10 @@ CALIBRATION_FRAMES = 100
 
 # The labels CSV of the original project (pixels), and the annotated-video codec.
 LABELS_CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+# Every labels CSV also names each image's dataset (egohands, oxford, voc, coco or a user's name);
+# a CSV from before this column existed reads as LEGACY_SOURCE.
+LABELS_CSV_SOURCE_COLUMN = "source"
+LEGACY_SOURCE = "egohands"
 VIDEO_FOURCC = "mp4v"
 
 # Detector defaults.
@@ -70,3 +74,5 @@ SHARED_DIR = Path(os.environ.get("HANDTRACK_SHARED_DIR", ROOT.parent / "shared")
 SHARED_EGOHANDS_ZIP = SHARED_DIR / "egohands-sample" / "egohands_data.zip"
 SHARED_EGOHANDS_LABELS = SHARED_DIR / "egohands-sample" / "labels.csv"
 SHARED_HAND_VIDEO = SHARED_DIR / "videos" / "hand_desk.mp4"
+SHARED_OXFORD_ARCHIVE = SHARED_DIR / "oxford-hands" / "hand_dataset.tar.gz"
+SHARED_OXFORD_LABELS = SHARED_DIR / "oxford-hands" / "labels.csv"

@@ -14,9 +14,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from utils.data.egohands import EgoHandsError
+from utils.common.errors import UserError
 
 _CHUNK = 1 << 20
+
+
+class DownloadError(UserError):
+    """A download that failed or does not verify; the message says whether a re-run resumes it."""
+
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -34,26 +39,27 @@ def part_path(dest: str | Path) -> Path:
 
 
 def verify_file(path: Path, expected_size: int | None, sha256: str | None) -> str:
-    """Raise EgoHandsError when size or sha256 differ; return the sha256 (computed only when asked)."""
+    """Raise DownloadError when size or sha256 differ; return the sha256 (computed only when asked)."""
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
-        raise EgoHandsError(f"{path}: {size} bytes, expected {expected_size}; delete it and download "
+        raise DownloadError(f"{path}: {size} bytes, expected {expected_size}; delete it and download "
                             "again, or pass --expected-size 0 if the file is known to be good")
     if sha256 is None:
         return ""
     actual = file_sha256(path)
     if actual != sha256.lower():
-        raise EgoHandsError(f"{path}: sha256 {actual} differs from the expected {sha256}; the file is "
+        raise DownloadError(f"{path}: sha256 {actual} differs from the expected {sha256}; the file is "
                             "corrupt or a different version: delete it and download again")
     return actual
 
 
 def download(url: str, dest: str | Path, expected_size: int | None = None, sha256: str | None = None,
-             progress: bool | None = None, timeout: float = 60.0) -> Path:
+             progress: bool | None = None, timeout: float = 60.0, local_flag: str = "--zip") -> Path:
     """Download `url` to `dest`, resuming `dest.part` if present; skip when `dest` already verifies.
 
+    `local_flag` is the script's flag for a local copy, named in the error messages.
     A size or checksum mismatch removes the partial file (it cannot be resumed into a good one) and
-    raises EgoHandsError; a network error keeps it for the next run to resume.
+    raises DownloadError; a network error keeps it for the next run to resume.
     """
     from tqdm import tqdm
 
@@ -64,7 +70,7 @@ def download(url: str, dest: str | Path, expected_size: int | None = None, sha25
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EgoHandsError(f"{dest.parent}: cannot create the download folder ({exc.strerror or exc}); "
+        raise DownloadError(f"{dest.parent}: cannot create the download folder ({exc.strerror or exc}); "
                             "choose another --download-to") from exc
     part = part_path(dest)
     offset = part.stat().st_size if part.exists() else 0
@@ -72,10 +78,10 @@ def download(url: str, dest: str | Path, expected_size: int | None = None, sha25
         part.unlink()  # longer than the real file: not a prefix of it
         offset = 0
     if expected_size is None or offset < expected_size:
-        _fetch(url, part, offset, expected_size, timeout, tqdm, progress)
+        _fetch(url, part, offset, expected_size, timeout, tqdm, progress, local_flag)
     try:
         verify_file(part, expected_size, sha256)
-    except EgoHandsError:
+    except DownloadError:
         part.unlink(missing_ok=True)
         raise
     if sha256 is None:  # nothing pinned: show the checksum so it can be pinned with --sha256
@@ -85,24 +91,24 @@ def download(url: str, dest: str | Path, expected_size: int | None = None, sha25
 
 
 def _fetch(url: str, part: Path, offset: int, expected_size: int | None, timeout: float, tqdm,
-           progress: bool | None) -> None:
+           progress: bool | None, local_flag: str) -> None:
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left past our offset: the part is already whole
             return
-        raise EgoHandsError(f"{url}: download failed (HTTP {exc.code} {exc.reason}); check --url "
-                            f"(mirror: see --help) or download it yourself and pass --zip") from exc
+        raise DownloadError(f"{url}: download failed (HTTP {exc.code} {exc.reason}); check --url "
+                            f"(mirror: see --help) or download it yourself and pass {local_flag}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise EgoHandsError(f"{url}: download failed ({getattr(exc, 'reason', exc)}); re-run to resume, "
-                            "or download it yourself and pass --zip") from exc
+        raise DownloadError(f"{url}: download failed ({getattr(exc, 'reason', exc)}); re-run to resume, "
+                            f"or download it yourself and pass {local_flag}") from exc
     with response:
         mode = "ab"
         if offset and response.status == 206:
             match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != offset:
-                raise EgoHandsError(f"{url}: server answered range {offset}- with "
+                raise DownloadError(f"{url}: server answered range {offset}- with "
                                     f"{response.headers.get('Content-Range')!r}; delete {part} and re-run")
         else:
             mode, offset = "wb", 0  # the server ignored the Range header: start over
@@ -118,7 +124,7 @@ def _fetch(url: str, part: Path, offset: int, expected_size: int | None, timeout
                     bar.update(len(block))
                     received += len(block)
         except (OSError, http.client.HTTPException) as exc:  # dropped connection, full disk: keep what came
-            raise EgoHandsError(f"{url}: download interrupted ({exc}); re-run to resume into {part}") from exc
+            raise DownloadError(f"{url}: download interrupted ({exc}); re-run to resume into {part}") from exc
         if length and received < int(length):  # http.client reports an early close as a short read
-            raise EgoHandsError(f"{url}: download interrupted after {offset + received} bytes; re-run to "
+            raise DownloadError(f"{url}: download interrupted after {offset + received} bytes; re-run to "
                                 f"resume into {part}")

@@ -10,10 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import io
-import random
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.common import config
-from utils.data.jpeg import JpegHeaderError, jpeg_size
+from utils.common.errors import UserError
 from utils.common.fileio import atomic_path
+from utils.data import splits as _splits
+from utils.data.jpeg import JpegHeaderError, jpeg_size
+from utils.data.labels_csv import WRITTEN_COLUMNS
+from utils.data.splits import (  # noqa: F401  (re-exported: the EgoHands API predates utils.data.splits)
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    SplitOutputs,
+    csv_path,
+    images_path,
+    split_counts,
+    split_outputs,
+)
 
 # The original project's download URL. The server may now redirect elsewhere; the Internet Archive
 # keeps a byte-identical copy (EGOHANDS_MIRROR_URL), usable with --url.
@@ -40,16 +48,15 @@ LABELLED_DIR = "_LABELLED_SAMPLES"
 POLYGONS_NAME = "polygons.mat"
 HAND_FIELDS = ("myleft", "myright", "yourleft", "yourright")  # polygons.mat field order = class ids 1..4
 HAND_CLASS = "hand"
-SPLITS = ("train", "test", "eval")
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)  # of videos, for train/test/eval
-CSV_COLUMNS = config.LABELS_CSV_COLUMNS
+SOURCE = "egohands"  # the labels CSV's source column and the records' image/source
+CSV_COLUMNS = WRITTEN_COLUMNS
 
 # Twice the signed area below which a polygon counts as flat (collinear or collapsed by clipping).
 _MIN_AREA2 = 1e-9
 _MEMBER_RE = re.compile(rf"^(?:.*/)?{LABELLED_DIR}/([^/]+)/([^/]+)$")
 
 
-class EgoHandsError(Exception):
+class EgoHandsError(UserError):
     """Bad EgoHands input or output location; the message names the file and what to do."""
 
 
@@ -171,9 +178,10 @@ def read_polygons(mat_bytes: bytes, source: str) -> list[list[np.ndarray]]:
     return [[np.asarray(record[f]) for f in HAND_FIELDS] for record in np.ravel(polygons)]
 
 
-def output_filename(video: str, frame_member: str) -> str:
-    """images/<split>/ file name of a frame: <VIDEO>_frame_NNNN.jpg (frame names repeat across videos)."""
-    return f"{video}_{frame_member.rsplit('/', 1)[-1]}"
+def output_filename(video: str, frame_member: str, prefix: str = "") -> str:
+    """images/<split>/ file name of a frame: <prefix><VIDEO>_frame_NNNN.jpg (frame names repeat across
+    videos; the prefix keeps sources apart in a mixed data set)."""
+    return f"{prefix}{video}_{frame_member.rsplit('/', 1)[-1]}"
 
 
 def open_zip(zip_path: str | Path) -> zipfile.ZipFile:
@@ -186,7 +194,8 @@ def open_zip(zip_path: str | Path) -> zipfile.ZipFile:
                             "or corrupt: delete it and download again") from exc
 
 
-def convert_video(zip_path: str, video: Video, images_dir: str, num_classes: int) -> list[tuple]:
+def convert_video(zip_path: str, video: Video, images_dir: str, num_classes: int, prefix: str = "",
+                  source: str = SOURCE) -> list[tuple]:
     """Copy one video's frames into images_dir and return its CSV rows (frame order, field order).
 
     Runs in a worker thread: opens its own ZipFile (one open file handle per thread).
@@ -215,7 +224,7 @@ def convert_video(zip_path: str, video: Video, images_dir: str, num_classes: int
                 sizes.append(jpeg_size(data))
             except JpegHeaderError as exc:
                 raise EgoHandsError(f"{zip_path}:{member}: {exc}; re-download the zip") from exc
-            filename = output_filename(video.name, member)
+            filename = output_filename(video.name, member, prefix)
             (out_dir / filename).write_bytes(data)
             filenames.append(filename)
     polygons = [poly for record in records for poly in record]
@@ -233,38 +242,11 @@ def convert_video(zip_path: str, video: Video, images_dir: str, num_classes: int
         frame = k // len(HAND_FIELDS)
         label = names[0] if num_classes == 1 else names[k % len(HAND_FIELDS)]
         width, height = sizes[frame]
-        rows.append((filenames[frame], width, height, label, xmin, ymin, xmax, ymax))
+        rows.append((filenames[frame], width, height, label, xmin, ymin, xmax, ymax, source))
     return rows
 
 
 # ----------------------------------------------------------------------------- splitting
-
-def split_counts(num_videos: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tuple[int, int, int]:
-    """How many videos go to train/test/eval.
-
-    Largest-remainder rounding of the fractions (48 videos at 80/10/10 -> 38/5/5), then: train gets at
-    least one video, and test, then eval, get one each (when their fraction is > 0) as long as train
-    keeps one. So 1 video -> 1/0/0, 2 -> 1/1/0, 3 -> 1/1/1, 10 -> 8/1/1.
-    """
-    frac = np.asarray(fractions, dtype=np.float64)
-    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
-        raise ValueError(f"split fractions must be 3 non-negative numbers, not all 0: {list(fractions)}")
-    frac = frac / frac.sum()
-    ideal = frac * num_videos
-    counts = np.floor(ideal).astype(int)
-    by_remainder = sorted(range(3), key=lambda i: (-(ideal[i] - counts[i]), i))
-    for i in by_remainder[:num_videos - counts.sum()]:
-        counts[i] += 1
-    if num_videos and counts[0] == 0:
-        donor = max((2, 1), key=lambda i: counts[i])  # the larger of eval/test; eval on a tie
-        counts[donor] -= 1
-        counts[0] += 1
-    for i in (1, 2):
-        if frac[i] > 0 and counts[i] == 0 and counts[0] > 1:
-            counts[0] -= 1
-            counts[i] += 1
-    return int(counts[0]), int(counts[1]), int(counts[2])
-
 
 def split_videos(videos: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
                  explicit: Mapping[str, Sequence[str] | None] | None = None) -> dict[str, list[str]]:
@@ -275,30 +257,7 @@ def split_videos(videos: Sequence[str], fractions: Sequence[float] = DEFAULT_FRA
     its list or, when not given, every video not named elsewhere. Raises EgoHandsError for an unknown
     video or one named in two splits.
     """
-    videos = sorted(videos)
-    explicit = {s: list(dict.fromkeys(v)) for s, v in (explicit or {}).items() if v is not None}
-    if not explicit:
-        order = list(videos)
-        random.Random(seed).shuffle(order)
-        n_train, n_test, _ = split_counts(len(order), fractions)
-        cuts = {"train": order[:n_train], "test": order[n_train:n_train + n_test],
-                "eval": order[n_train + n_test:]}
-        return {s: sorted(cuts[s]) for s in SPLITS}
-    known = set(videos)
-    seen: dict[str, str] = {}
-    for split in SPLITS:
-        for video in explicit.get(split, []):
-            if video not in known:
-                raise EgoHandsError(f"--{split}-videos: unknown video {video!r}; the zip has: "
-                                    f"{', '.join(videos)}")
-            if video in seen:
-                raise EgoHandsError(f"video {video!r} is named in both --{seen[video]}-videos and "
-                                    f"--{split}-videos; a video must be in one split only")
-            seen[video] = split
-    result = {s: sorted(explicit.get(s, [])) for s in SPLITS}
-    if "train" not in explicit:
-        result["train"] = [v for v in videos if v not in seen]
-    return result
+    return _splits.split_groups(videos, fractions, seed, explicit, what="video", error=EgoHandsError)
 
 
 # ----------------------------------------------------------------------------- the whole conversion
@@ -314,38 +273,9 @@ class SplitResult:
         return len(self.rows)
 
 
-def csv_path(output_dir: Path, split: str) -> Path:
-    return Path(output_dir) / f"{split}_labels.csv"
-
-
-def images_path(output_dir: Path, split: str) -> Path:
-    return Path(output_dir) / "images" / split
-
-
 def ensure_writable_dir(path: Path, flag: str = "--output-dir") -> None:
     """Create `path` and prove a file can be written there, before any long work starts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise EgoHandsError(f"{path}: cannot write output here ({exc.strerror or exc}); "
-                            f"choose another {flag}") from exc
-
-
-def _remove_stale_temps(final_path: Path) -> None:
-    """Temporaries atomic_path left beside `final_path` when a run was killed (not just failed)."""
-    for stale in final_path.parent.glob(f".{final_path.name}.*.tmp*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
-def write_labels_csv(path: Path, rows: Sequence[tuple]) -> None:
-    import pandas as pd
-
-    pd.DataFrame(list(rows), columns=list(CSV_COLUMNS)).to_csv(path, index=False, lineterminator="\n")
+    _splits.ensure_writable_dir(path, flag, error=EgoHandsError)
 
 
 def convert_zip(zip_path: str | Path, output_dir: str | Path, splits: Mapping[str, Sequence[str]],
@@ -356,12 +286,22 @@ def convert_zip(zip_path: str | Path, output_dir: str | Path, splits: Mapping[st
     All outputs are built in temporaries and renamed into place only when every video converted, so a
     failure leaves the previous outputs untouched and a re-run gives the same files.
     """
+    ensure_writable_dir(Path(output_dir))
+    with split_outputs(output_dir, error=EgoHandsError) as outputs:
+        return convert_zip_into(outputs, zip_path, splits, num_classes, workers, progress)
+
+
+def convert_zip_into(outputs: SplitOutputs, zip_path: str | Path, splits: Mapping[str, Sequence[str]],
+                     num_classes: int = 1, workers: int = 2, progress: bool | None = None,
+                     prefix: str = "", source: str = SOURCE) -> dict[str, SplitResult]:
+    """Copy the frames of the given video splits into `outputs` and add their rows (see utils.data.splits).
+
+    `prefix` starts every image file name and `source` fills the CSV's source column (mixed data sets).
+    """
     from tqdm import tqdm
 
-    output_dir = Path(output_dir)
     with open_zip(zip_path) as zf:
         videos = index_videos(zf.namelist(), str(zip_path))
-    ensure_writable_dir(output_dir)
     results = {s: SplitResult(videos=list(splits.get(s, []))) for s in SPLITS}
     unknown = sorted({v for r in results.values() for v in r.videos} - set(videos))
     if unknown:
@@ -370,16 +310,12 @@ def convert_zip(zip_path: str | Path, output_dir: str | Path, splits: Mapping[st
     total = sum(len(video.frame_members) for _, video in jobs)
 
     with contextlib.ExitStack() as stack:
-        tmp_dirs = {}
-        for split in SPLITS:
-            _remove_stale_temps(images_path(output_dir, split))
-            tmp_dirs[split] = stack.enter_context(atomic_path(images_path(output_dir, split)))
-            tmp_dirs[split].mkdir()
         rows_of: dict[str, list[tuple]] = {}
         # disable=None: tqdm shows the bar only on a terminal.
-        bar = stack.enter_context(tqdm(total=total, unit="img", desc="clean",
+        bar = stack.enter_context(tqdm(total=total, unit="img", desc=f"clean {source}",
                                        disable=None if progress is None else not progress))
-        args = [(str(zip_path), video, str(tmp_dirs[split]), num_classes) for split, video in jobs]
+        args = [(str(zip_path), video, str(outputs.image_dir(split)), num_classes, prefix, source)
+                for split, video in jobs]
         if workers <= 1 or len(jobs) <= 1:
             for (_, video), arg in zip(jobs, args, strict=True):
                 rows_of[video.name] = convert_video(*arg)
@@ -395,15 +331,11 @@ def convert_zip(zip_path: str | Path, output_dir: str | Path, splits: Mapping[st
                 video = futures[future]
                 rows_of[video.name] = future.result()
                 bar.update(len(video.frame_members))
-        bar.close()
-        for split in SPLITS:
-            result = results[split]
-            result.images = sum(len(videos[v].frame_members) for v in result.videos)
-            result.rows = [row for v in result.videos for row in rows_of[v]]
-            final_csv = csv_path(output_dir, split)
-            _remove_stale_temps(final_csv)
-            tmp_csv = stack.enter_context(atomic_path(final_csv))
-            write_labels_csv(tmp_csv, result.rows)
+    for split in SPLITS:
+        result = results[split]
+        result.images = sum(len(videos[v].frame_members) for v in result.videos)
+        result.rows = [row for v in result.videos for row in rows_of[v]]
+        outputs.rows[split].extend(result.rows)
     return results
 
 
@@ -418,7 +350,8 @@ def draw_boxes(image: np.ndarray, rows: Sequence[tuple]) -> np.ndarray:
     import cv2
 
     out = image.copy()
-    for _, _, _, label, xmin, ymin, xmax, ymax in rows:
+    for row in rows:
+        label, (xmin, ymin, xmax, ymax) = row[3], row[4:8]
         colour = _COLOURS.get(label, (0, 0, 255))
         cv2.rectangle(out, (int(xmin), int(ymin)), (int(xmax) - 1, int(ymax) - 1), colour, 2)
         cv2.putText(out, str(label), (int(xmin) + 2, max(int(ymin) - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX,
@@ -446,7 +379,7 @@ def write_visualizations(output_dir: str | Path, results: Mapping[str, SplitResu
         return []
     picks = sorted({int(i) for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))})
     dest = Path(dest)
-    written = []
+    written: list[Path] = []
     with atomic_path(dest) as tmp:
         tmp.mkdir()
         for i in picks:

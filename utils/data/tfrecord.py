@@ -4,6 +4,8 @@ Writing: the CSV is validated as a whole first (pandas); a thread pool reads, ch
 each image once (OpenCV); the parent builds and writes the Examples. Reading: parse_example() and
 read_examples() give the same keys back as NumPy, for training and evaluation code.
 Boxes in records are normalized to [0, 1]; class labels are label-map ids (1-based).
+Besides the OD API's keys every example carries `image/source` (IMAGE_SOURCE): the dataset the image
+came from (the labels CSV's source column), so training can weight sources and evaluation report them.
 """
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from utils.common import config
-from utils.data.jpeg import jpeg_is_complete, jpeg_size
+from utils.common.errors import UserError
 from utils.common.fileio import atomic_path
+from utils.data.jpeg import jpeg_is_complete, jpeg_size
+from utils.data.labels_csv import SOURCE_COLUMN, read_labels_table
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
@@ -30,6 +34,7 @@ IMAGE_HEIGHT = "image/height"
 IMAGE_WIDTH = "image/width"
 IMAGE_FILENAME = "image/filename"
 IMAGE_SOURCE_ID = "image/source_id"
+IMAGE_SOURCE = "image/source"  # not an OD API key: the dataset (egohands, oxford, ...) of the image
 BBOX_XMIN = "image/object/bbox/xmin"
 BBOX_YMIN = "image/object/bbox/ymin"
 BBOX_XMAX = "image/object/bbox/xmax"
@@ -38,16 +43,15 @@ CLASS_TEXT = "image/object/class/text"
 CLASS_LABEL = "image/object/class/label"
 BBOX_KEYS = (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX)
 FEATURE_KEYS = (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_FILENAME, IMAGE_SOURCE_ID,
-                *BBOX_KEYS, CLASS_TEXT, CLASS_LABEL)
+                IMAGE_SOURCE, *BBOX_KEYS, CLASS_TEXT, CLASS_LABEL)
 
 RECORD_SUFFIX = ".record"
 DEFAULT_SHARD_SIZE = 1000  # images per shard; the full EgoHands train split (~3800 frames) -> 4 shards
-CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 _BATCH = 16  # images per worker task: fewer round trips, still a smooth progress bar
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
 
 
-class TFRecordError(Exception):
+class TFRecordError(UserError):
     """Bad CSV row, image or output location; the message names the file and what to do."""
 
 
@@ -60,32 +64,26 @@ class ImageLabels:
     boxes: np.ndarray  # float64 [N, 4]
     classes: tuple[str, ...]
     labels: tuple[int, ...]
+    source: str = config.LEGACY_SOURCE
 
 
 # ----------------------------------------------------------------------------- CSV validation
 
-def read_labels_csv(path: str | os.PathLike, name_to_id: Mapping[str, int]) -> list[ImageLabels]:
+def read_labels_csv(path: str | os.PathLike, name_to_id: Mapping[str, int],
+                    default_source: str = config.LEGACY_SOURCE) -> list[ImageLabels]:
     """Read and validate a labels CSV; one ImageLabels per image, in order of first appearance.
 
     Checks every row: required columns, numbers, width/height > 0 and the same for all rows of an
-    image, 0 <= xmin < xmax <= width, 0 <= ymin < ymax <= height, class in the label map. The first
-    bad row is reported as `<csv>: line N: ...`.
+    image, 0 <= xmin < xmax <= width, 0 <= ymin < ymax <= height, class in the label map, one source
+    per image. The first bad row is reported as `<csv>: line N: ...`. A CSV without a source column
+    gives every image `default_source`.
     """
     import pandas as pd
 
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"filename": str, "class": str}, keep_default_na=False)
-    except FileNotFoundError as exc:
-        raise TFRecordError(f"{path}: no such file; run egohands_dataset_clean.py first or pass "
-                            "--input-dir") from exc
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TFRecordError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]}); regenerate it with "
-                            "egohands_dataset_clean.py") from exc
-    missing = [c for c in CSV_COLUMNS if c not in df.columns]
-    if missing:
-        raise TFRecordError(f"{path}: missing column(s) {', '.join(missing)}; expected header "
-                            f"{','.join(CSV_COLUMNS)}")
+    df = read_labels_table(path, default_source, error=TFRecordError,
+                           missing_hint="run `make data` (egohands_dataset_clean.py, oxford_dataset_clean.py, "
+                                        "labels_import.py) first or pass --input-dir")
     numeric = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
                for c in ("width", "height", "xmin", "ymin", "xmax", "ymax")}
 
@@ -113,17 +111,20 @@ def read_labels_csv(path: str | os.PathLike, name_to_id: Mapping[str, int]) -> l
          lambda i: f"class {df['class'][i]!r} is not in the label map ({', '.join(name_to_id)}); "
                    "pick the matching --classes or --label-map")
 
-    sizes = pd.DataFrame({"filename": df["filename"], "w": w, "h": h})
+    sizes = pd.DataFrame({"filename": df["filename"], "w": w, "h": h, "source": df[SOURCE_COLUMN]})
     first = sizes.groupby("filename", sort=False).transform("first")
     fail(((first["w"] != w) | (first["h"] != h)).to_numpy(),
          lambda i: f"{df['filename'][i]} has a different width/height than on an earlier row")
+    fail((first["source"] != df[SOURCE_COLUMN]).to_numpy(),
+         lambda i: f"{df['filename'][i]} has a different source than on an earlier row")
 
     boxes = np.stack([x0, y0, x1, y1], axis=1)
+    class_column, sources = df["class"].to_numpy(), df[SOURCE_COLUMN].to_numpy()
     images = []
     for filename, index in df.groupby("filename", sort=False).indices.items():
-        classes = tuple(df["class"].to_numpy()[index])
+        classes = tuple(class_column[index])
         images.append(ImageLabels(filename, int(w[index[0]]), int(h[index[0]]), boxes[index], classes,
-                                  tuple(name_to_id[c] for c in classes)))
+                                  tuple(name_to_id[c] for c in classes), str(sources[index[0]])))
     return images
 
 
@@ -230,6 +231,7 @@ def build_example(data: bytes, fmt: str, labels: ImageLabels) -> Any:
         IMAGE_WIDTH: int_feature([labels.width]),
         IMAGE_FILENAME: bytes_feature([name]),
         IMAGE_SOURCE_ID: bytes_feature([name]),
+        IMAGE_SOURCE: bytes_feature([labels.source.encode("utf-8")]),
         BBOX_XMIN: float_feature(norm[:, 0]),
         BBOX_YMIN: float_feature(norm[:, 1]),
         BBOX_XMAX: float_feature(norm[:, 2]),
@@ -243,7 +245,8 @@ def build_example(data: bytes, fmt: str, labels: ImageLabels) -> Any:
 def parse_example(serialized: bytes) -> dict[str, Any]:
     """A serialized tf.train.Example from these records -> dict keyed like FEATURE_KEYS.
 
-    image/encoded: bytes; image/format, image/filename, image/source_id: str; image/height, image/width:
+    image/encoded: bytes; image/format, image/filename, image/source_id, image/source: str (source ''
+    for records written before it existed); image/height, image/width:
     int; image/object/bbox/*: float32 [N] normalized; image/object/class/text: str array [N];
     image/object/class/label: int64 [N]. Raises TFRecordError when a key is missing.
     """
@@ -268,6 +271,7 @@ def parse_example(serialized: bytes) -> dict[str, Any]:
         IMAGE_WIDTH: int(features[IMAGE_WIDTH].int64_list.value[0]),
         IMAGE_FILENAME: first_text(IMAGE_FILENAME),
         IMAGE_SOURCE_ID: first_text(IMAGE_SOURCE_ID),
+        IMAGE_SOURCE: first_text(IMAGE_SOURCE),
     }
     for key in BBOX_KEYS:
         out[key] = np.asarray(features[key].float_list.value if key in features else [], dtype=np.float32)
@@ -293,6 +297,7 @@ def feature_spec() -> dict[str, Any]:
             IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
             IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
             IMAGE_SOURCE_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            IMAGE_SOURCE: tf.io.FixedLenFeature([], tf.string, default_value=""),
             CLASS_TEXT: tf.io.VarLenFeature(tf.string),
             CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
     spec.update({key: tf.io.VarLenFeature(tf.float32) for key in BBOX_KEYS})
@@ -331,6 +336,7 @@ class SplitRecords:
     images: int
     boxes: int
     files: list[Path]
+    sources: dict[str, int] = field(default_factory=dict)  # images per source, in order of appearance
 
 
 def write_split(csv_path: str | os.PathLike, images_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -390,4 +396,5 @@ def write_split(csv_path: str | os.PathLike, images_dir: str | os.PathLike, outp
             writer.flush()
     for stale in set(record_files(output_dir, split)) - set(paths):
         stale.unlink()
-    return SplitRecords(images=len(images), boxes=sum(len(im.classes) for im in images), files=paths)
+    return SplitRecords(images=len(images), boxes=sum(len(im.classes) for im in images), files=paths,
+                        sources=dict(collections.Counter(im.source for im in images)))

@@ -17,11 +17,12 @@ import numpy as np
 
 from utils.common import config
 from utils.common.boxes import normalized_to_pixels
+from utils.common.errors import UserError
 
 CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError):
     """Labels or images that cannot be evaluated; the message names the file and the fix."""
 
 
@@ -33,6 +34,7 @@ class LabelledImage:
     boxes: np.ndarray          # [N,4] pixels (xmin, ymin, xmax, ymax)
     class_names: list[str]     # [N]
     load: Callable[[], np.ndarray]  # -> RGB uint8 [H,W,3]
+    source: str = config.LEGACY_SOURCE  # the data set it came from (labels CSV source / image/source)
 
 
 def _decode_rgb(data: bytes, name: str) -> np.ndarray:
@@ -86,18 +88,10 @@ def _image_reader(images: Path) -> Callable[[str], Callable[[], np.ndarray]]:
 
 def csv_samples(labels_csv: str | Path, images: str | Path, only: str | None = None) -> list[LabelledImage]:
     """One LabelledImage per file of a labels CSV (in order of first appearance)."""
-    import pandas as pd
+    from utils.data.labels_csv import SOURCE_COLUMN, read_labels_table
 
     labels_csv = Path(labels_csv)
-    try:
-        df = pd.read_csv(labels_csv, dtype={"filename": str, "class": str}, keep_default_na=False)
-    except FileNotFoundError as exc:
-        raise EvalDataError(f"{labels_csv}: not found; run `make data` or pass --labels") from exc
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise EvalDataError(f"{labels_csv}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from exc
-    missing = [c for c in CSV_COLUMNS if c not in df.columns]
-    if missing:
-        raise EvalDataError(f"{labels_csv}: missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}")
+    df = read_labels_table(labels_csv, error=EvalDataError, missing_hint="run `make data` or pass --labels")
     if only:
         df = df[df["filename"].str.contains(only, regex=False)]
     reader = _image_reader(Path(images))
@@ -108,7 +102,8 @@ def csv_samples(labels_csv: str | Path, images: str | Path, only: str | None = N
             width, height = int(rows["width"].iloc[0]), int(rows["height"].iloc[0])
         except ValueError as exc:
             raise EvalDataError(f"{labels_csv}: non-numeric size or box for {filename}") from exc
-        samples.append(LabelledImage(filename, width, height, boxes, rows["class"].tolist(), reader(filename)))
+        samples.append(LabelledImage(filename, width, height, boxes, rows["class"].tolist(), reader(filename),
+                                     str(rows[SOURCE_COLUMN].iloc[0])))
     return samples
 
 
@@ -119,6 +114,7 @@ def record_samples(files: Sequence[str | Path], only: str | None = None) -> list
         IMAGE_ENCODED,
         IMAGE_FILENAME,
         IMAGE_HEIGHT,
+        IMAGE_SOURCE,
         IMAGE_WIDTH,
         TFRecordError,
         example_boxes,
@@ -135,7 +131,8 @@ def record_samples(files: Sequence[str | Path], only: str | None = None) -> list
             boxes = normalized_to_pixels(example_boxes(parsed), width, height)
             data = parsed[IMAGE_ENCODED]
             samples.append(LabelledImage(name, width, height, boxes, [str(c) for c in parsed[CLASS_TEXT]],
-                                         lambda data=data, name=name: _decode_rgb(data, name)))
+                                         lambda data=data, name=name: _decode_rgb(data, name),
+                                         parsed[IMAGE_SOURCE] or config.LEGACY_SOURCE))
     except TFRecordError as exc:
         raise EvalDataError(f"{files[0]}: {exc}") from exc
     except Exception as exc:  # tf.errors.DataLossError etc.: not a TFRecord file
@@ -157,7 +154,11 @@ def choose_class_mode(samples: Sequence[LabelledImage], model_classes: Mapping[i
 
 def evaluate_detector(detector, samples: Sequence[LabelledImage], class_agnostic: bool,
                       progress: bool = True) -> dict:
-    """Run `detector` (detector_utils) over the samples; pycocotools metrics plus timing."""
+    """Run `detector` (detector_utils) over the samples; pycocotools metrics plus timing.
+
+    The result also holds `per_source`: the same metrics (without the curve) for the images of each
+    source (egohands, oxford, ...), in order of first appearance; one entry when all share a source.
+    """
     from tqdm import tqdm
 
     from utils.evaluation.coco import ImageAnnotations, coco_evaluate, detections_to_annotations
@@ -181,6 +182,12 @@ def evaluate_detector(detector, samples: Sequence[LabelledImage], class_agnostic
     names = {1: "hand"} if class_agnostic else dict(detector.class_names)
     metrics = coco_evaluate(truth, found, names, class_agnostic=class_agnostic)
     metrics["ms_per_image"] = round(1000 * seconds / len(samples), 2)
+    metrics["per_source"] = {}
+    for source in dict.fromkeys(s.source for s in samples):
+        index = [i for i, s in enumerate(samples) if s.source == source]
+        part = coco_evaluate([truth[i] for i in index], [found[i] for i in index], names,
+                             class_agnostic=class_agnostic)
+        metrics["per_source"][source] = {k: v for k, v in part.items() if k not in ("recall", "precision")}
     return metrics
 
 

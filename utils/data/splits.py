@@ -1,0 +1,157 @@
+"""What every importer shares: the splits, where they go, all-or-nothing output, group splitting.
+
+An importer writes images into `SplitOutputs.image_dir(split)` (temporaries) and adds CSV rows to
+`SplitOutputs.rows[split]`; only when the whole `split_outputs()` block succeeds are images/<split>/ and
+<split>_labels.csv renamed into place, so a failed run leaves the previous outputs untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from utils.common.errors import UserError
+from utils.common.fileio import atomic_path
+from utils.data.labels_csv import write_labels_csv
+
+SPLITS = ("train", "test", "eval")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)  # of groups (videos, files), for train/test/eval
+
+
+class OutputError(UserError):
+    """An output location that cannot be written."""
+
+
+def csv_path(output_dir: str | Path, split: str) -> Path:
+    return Path(output_dir) / f"{split}_labels.csv"
+
+
+def images_path(output_dir: str | Path, split: str) -> Path:
+    return Path(output_dir) / "images" / split
+
+
+def ensure_writable_dir(path: Path, flag: str = "--output-dir", error: type[UserError] = OutputError) -> None:
+    """Create `path` and prove a file can be written there, before any long work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise error(f"{path}: cannot write output here ({exc.strerror or exc}); choose another {flag}") from exc
+
+
+def remove_stale_temps(final_path: Path) -> None:
+    """Temporaries atomic_path left beside `final_path` when a run was killed (not just failed)."""
+    for stale in final_path.parent.glob(f".{final_path.name}.*.tmp*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+@dataclass
+class SplitOutputs:
+    """Temporary image folders per split and the CSV rows collected so far (see split_outputs)."""
+    output_dir: Path
+    dirs: dict[str, Path]
+    rows: dict[str, list[tuple]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+
+    def image_dir(self, split: str) -> Path:
+        return self.dirs[split]
+
+    def images(self, split: str) -> int:
+        return len({row[0] for row in self.rows[split]})
+
+
+@contextlib.contextmanager
+def split_outputs(output_dir: str | Path, error: type[UserError] = OutputError) -> Iterator[SplitOutputs]:
+    """All-or-nothing images/<split>/ + <split>_labels.csv for every split under output_dir.
+
+    Every split is (re)written, an empty one as an empty folder and a header-only CSV, so no split of
+    an earlier run lingers beside the new ones.
+    """
+    output_dir = Path(output_dir)
+    ensure_writable_dir(output_dir, error=error)
+    with contextlib.ExitStack() as stack:
+        dirs = {}
+        for split in SPLITS:
+            remove_stale_temps(images_path(output_dir, split))
+            dirs[split] = stack.enter_context(atomic_path(images_path(output_dir, split)))
+            dirs[split].mkdir()
+        outputs = SplitOutputs(output_dir, dirs)
+        yield outputs
+        for split in SPLITS:
+            final_csv = csv_path(output_dir, split)
+            remove_stale_temps(final_csv)
+            write_labels_csv(stack.enter_context(atomic_path(final_csv)), outputs.rows[split])
+
+
+# ----------------------------------------------------------------------------- splitting groups
+
+def split_counts(num_groups: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tuple[int, int, int]:
+    """How many groups go to train/test/eval.
+
+    Largest-remainder rounding of the fractions (48 at 80/10/10 -> 38/5/5), then: train gets at least
+    one group, and test, then eval, get one each (when their fraction is > 0) as long as train keeps one.
+    So 1 group -> 1/0/0, 2 -> 1/1/0, 3 -> 1/1/1, 10 -> 8/1/1.
+    """
+    frac = np.asarray(fractions, dtype=np.float64)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f"split fractions must be 3 non-negative numbers, not all 0: {list(fractions)}")
+    frac = frac / frac.sum()
+    ideal = frac * num_groups
+    counts = np.floor(ideal).astype(int)
+    by_remainder = sorted(range(3), key=lambda i: (-(ideal[i] - counts[i]), i))
+    for i in by_remainder[:num_groups - counts.sum()]:
+        counts[i] += 1
+    if num_groups and counts[0] == 0:
+        donor = max((2, 1), key=lambda i: counts[i])  # the larger of eval/test; eval on a tie
+        counts[donor] -= 1
+        counts[0] += 1
+    for i in (1, 2):
+        if frac[i] > 0 and counts[i] == 0 and counts[0] > 1:
+            counts[0] -= 1
+            counts[i] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def split_groups(groups: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+                 explicit: Mapping[str, Sequence[str] | None] | None = None, what: str = "video",
+                 error: type[UserError] = UserError, flag: str = "--{split}-videos") -> dict[str, list[str]]:
+    """Assign whole groups (videos, image files) to train/test/eval, each group to one split.
+
+    Default: shuffle the sorted names with `seed` and cut by split_counts(). With explicit lists (split
+    -> names; None = not given): test/eval get exactly their lists (empty when not given), train gets
+    its list or, when not given, every group not named elsewhere. Raises `error` for an unknown group
+    or one named in two splits (`what` names a group, `flag` the option with {split} in it).
+    """
+    groups = sorted(groups)
+    explicit = {s: list(dict.fromkeys(v)) for s, v in (explicit or {}).items() if v is not None}
+    if not explicit:
+        order = list(groups)
+        random.Random(seed).shuffle(order)
+        n_train, n_test, _ = split_counts(len(order), fractions)
+        cuts = {"train": order[:n_train], "test": order[n_train:n_train + n_test],
+                "eval": order[n_train + n_test:]}
+        return {s: sorted(cuts[s]) for s in SPLITS}
+    known = set(groups)
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for group in explicit.get(split, []):
+            if group not in known:
+                shown = ", ".join(groups[:10]) + (f" ... ({len(groups)} in all)" if len(groups) > 10 else "")
+                raise error(f"{flag.format(split=split)}: unknown {what} {group!r}; known: {shown}")
+            if group in seen:
+                raise error(f"{what} {group!r} is named in both {flag.format(split=seen[group])} and "
+                            f"{flag.format(split=split)}; a {what} must be in one split only")
+            seen[group] = split
+    result = {s: sorted(explicit.get(s, [])) for s in SPLITS}
+    if "train" not in explicit:
+        result["train"] = [g for g in groups if g not in seen]
+    return result
