@@ -33,6 +33,7 @@ import numpy as np
 
 from utils.common import config
 from utils.common.fileio import atomic_path, atomic_write_text
+from utils.common.signals import interruptible
 from utils.runtime import detector as detector_utils
 from utils.runtime.loop import FrameProcessor, FrameStream, cpu_count, frame_record, run, threads_per_detector
 from utils.runtime.sources import SourceError, SourceFrame, open_source
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

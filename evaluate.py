@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from utils.common import config
+from utils.common.signals import interruptible
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +85,7 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from utils.common.errors import UserError
