@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import EXIT_BAD_INPUT
 from utils.common.fileio import atomic_path, atomic_write_text
 from utils.common.signals import interruptible
 from utils.runtime import detector as detector_utils
@@ -358,12 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"{prog}: error: {args.model_dir}: missing {', '.join(missing)}; run `make model` first",
               file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     try:
         rgb0 = first_frame(args.source, args.width, args.height)
     except SourceError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
 
     cores = cpu_count()
     default_model = detector_utils.default_model_path(args.model_dir)

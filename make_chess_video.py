@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.errors import UserError, pass_hint
-from utils.common.fileio import atomic_path, check_output_path
+from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint
+from utils.common.fileio import atomic_path, check_distinct_paths, check_output_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.common.signals import interruptible
 from utils.data.egohands import LABELLED_DIR
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
+        check_distinct_paths({"--output": args.output}, {"--zip": args.zip})
         where = args.zip or args.images or (DEFAULT_ZIP if DEFAULT_ZIP.exists() else config.IMAGES_DIR)
         if args.zip is not None:
             frames = zip_frames(args.zip, args.video)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         count = write_video(decoded(frames, warn), args.output, args.fps)
     except (ChessVideoError, UserError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(f"wrote {args.output}: {count} frames at {args.fps:g} fps ({count / args.fps:.1f} s)")
     return 0
 

@@ -90,27 +90,29 @@ class AtomicOutputs:
         from utils.common.signals import deferred_signals
 
         asides: list[Path] = []
-        with deferred_signals():
-            done: list[tuple[Path, Path, Path | None]] = []
-            try:
-                for tmp, final in self.pending:
-                    aside = None
-                    if os.path.lexists(final):
-                        aside = _new_name(final, "old")
-                        os.replace(final, aside)
-                    done.append((tmp, final, aside))
-                    os.replace(tmp, final)
-            except BaseException:
-                for tmp, final, aside in reversed(done):  # put the previous outputs back
-                    if not os.path.lexists(tmp) and os.path.lexists(final):
-                        os.replace(final, tmp)
-                    if aside is not None:
-                        os.replace(aside, final)
-                raise
-            asides = [aside for _, _, aside in done if aside is not None]
-            self.pending = []
-        for aside in asides:  # outside the held section: deleting a big folder may take a while
-            _remove(aside)
+        try:
+            with deferred_signals():  # a held Ctrl-C / SIGTERM is raised when this block ends
+                done: list[tuple[Path, Path, Path | None]] = []
+                try:
+                    for tmp, final in self.pending:
+                        aside = None
+                        if os.path.lexists(final):
+                            aside = _new_name(final, "old")
+                            os.replace(final, aside)
+                        done.append((tmp, final, aside))
+                        os.replace(tmp, final)
+                except BaseException:
+                    for tmp, final, aside in reversed(done):  # put the previous outputs back
+                        if not os.path.lexists(tmp) and os.path.lexists(final):
+                            os.replace(final, tmp)
+                        if aside is not None:
+                            os.replace(aside, final)
+                    raise
+                asides = [aside for _, _, aside in done if aside is not None]
+                self.pending = []
+        finally:
+            for aside in asides:  # after the held section: deleting a big folder may take a while
+                _remove(aside)
 
     def discard(self) -> None:
         for tmp, _ in self.pending:

@@ -97,8 +97,8 @@ def interruptible(prog: str) -> Callable[[Callable[..., int]], Callable[..., int
                     return main(*args, **kwargs)
             except KeyboardInterrupt as exc:
                 by = f" by {exc}" if str(exc) else ""
-                print(f"{prog}: interrupted{by}; earlier outputs are kept, nothing half-written is left",
-                      file=sys.stderr, flush=True)
+                print(f"{prog}: interrupted{by}; nothing is half-written (each output is the earlier one, "
+                      f"or the new one if it was complete)", file=sys.stderr, flush=True)
                 return EXIT_INTERRUPTED
         return wrapper
     return decorate
