@@ -331,6 +331,8 @@ def sample_lines(out: Path) -> list[str]:
     for split in ("train", "test", "eval"):
         for line in (out / f"{split}_labels.csv").read_text().splitlines()[1:]:
             name, rest = line.split(",", 1)
+            rest, source = rest.rsplit(",", 1)
+            assert source == "egohands"
             video, frame = name.rsplit("_frame_", 1)
             lines.append(f"{video}/frame_{frame},{rest}")
     return sorted(lines)
