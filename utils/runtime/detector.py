@@ -11,6 +11,7 @@ The seed's helpers (`detect_objects`, `draw_box_on_image`, `draw_fps_on_image`,
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -138,6 +139,11 @@ class HandDetector:
     def _detect(self, rgb: np.ndarray) -> Detections:
         """Every detection the model gives (the backend's part)."""
         raise NotImplementedError
+
+    def __iter__(self) -> Iterator["HandDetector"]:
+        """`detection_graph, sess = load_inference_graph()`, the original's spelling: both names get
+        this detector, which is all `detect_objects(image_np, detection_graph, sess)` needs."""
+        return iter((self, self))
 
     def clone(self) -> "HandDetector":
         return self  # TensorFlow sessions and functions are safe to share between threads
@@ -292,7 +298,8 @@ def load_inference_graph(path: str | Path | None = None, num_threads: int | None
 
 def detect_objects(image_np: np.ndarray, detection_graph: HandDetector, sess: Any = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes, scores) for an RGB frame, as the seed returned them. `sess` is kept for old callers."""
+    """(boxes, scores) for an RGB frame, as the seed returned them, best first. `sess` is what
+    `detection_graph, sess = load_inference_graph()` gave (the same detector); it is not needed."""
     detections = detection_graph.detect(image_np)
     return detections.boxes, detections.scores
 
