@@ -264,7 +264,7 @@ def detector(model_dir):
 @pytest.fixture(scope="module")
 def hand_frame(egohands_sample_zip) -> np.ndarray:
     with zipfile.ZipFile(egohands_sample_zip) as zf:
-        name = next(n for n in sorted(zf.namelist()) if n.endswith("frame_0011.jpg"))
+        name = sorted(n for n in zf.namelist() if "CHESS_COURTYARD_B_T/" in n and n.endswith(".jpg"))[10]
         bgr = cv2.imdecode(np.frombuffer(zf.read(name), np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -435,3 +435,11 @@ def test_download_failure_names_the_make_variable_under_make(tmp_path):
         assert result.returncode == EXIT_BAD_INPUT
         assert result.stderr.strip().splitlines()[-1].endswith(f"download it yourself and pass {hint}")
     assert pass_hint("--archive", "OXFORD_ARCHIVE") == "--archive PATH"
+
+
+def test_bench_bad_input_exits_2_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "bench.py", "--model-dir", str(tmp_path), "--output-dir",
+                             str(tmp_path / "results")], cwd=ROOT, env=env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "run `make model` first" in one_error_line(result.stderr)
