@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import EXIT_BAD_INPUT
 from utils.common.fileio import atomic_path, atomic_write_text
+from utils.common.signals import interruptible
 from utils.runtime import detector as detector_utils
 from utils.runtime.loop import FrameProcessor, FrameStream, cpu_count, frame_record, run, threads_per_detector
 from utils.runtime.sources import SourceError, SourceFrame, open_source
@@ -458,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -468,12 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"{prog}: error: {args.model_dir}: missing {', '.join(missing)}; run `make model` first",
               file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     try:
         rgb0 = first_frame(args.source, args.width, args.height)
     except SourceError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
 
     cores = cpu_count()
     default_model = detector_utils.default_model_path(args.model_dir)

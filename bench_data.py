@@ -18,6 +18,7 @@ from pathlib import Path
 
 from utils.common import config
 from utils.common.errors import UserError
+from utils.common.signals import interruptible
 from utils.data.egohands import (
     SPLITS,
     class_names,
@@ -115,6 +116,7 @@ def run_importers(archive: Path, out: Path) -> list[tuple[str, int, float]]:
     return timings
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.zip.exists():

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import UserError
+from utils.common.errors import UserError, pass_hint
+from utils.common.signals import interruptible
 from utils.data.egohands import (
     DEFAULT_FRACTIONS,
     EGOHANDS_MIRROR_URL,
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = False if args.no_progress else None
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"downloading {args.url} -> {args.download_to}", file=sys.stderr)
             zip_path = download(args.url, args.download_to, expected_size=args.expected_size or None,
-                                sha256=args.sha256 or None, progress=progress)
+                                sha256=args.sha256 or None, progress=progress,
+                                local_flag=pass_hint("--zip", "EGOHANDS_ZIP"))
         with open_zip(zip_path) as zf:
             videos = index_videos(zf.namelist(), str(zip_path))
         if args.visualize > 0:  # fail before the long part, not after it

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from utils.common import config
+from utils.common.signals import interruptible
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,10 +85,11 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from utils.common.errors import UserError
-    from utils.common.fileio import atomic_write_text
+    from utils.common.fileio import atomic_write_text, check_distinct_paths
     from utils.evaluation.samples import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
     from utils.runtime.detector import ModelLoadError, load_inference_graph
 
@@ -109,17 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         agnostic = agnostic or args.class_agnostic
         if args.class_agnostic:
             why = "class-agnostic: --class-agnostic"
+        name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{args.only or args.split}"
+        json_path, png_path = args.output_dir / f"{name}.json", args.output_dir / f"{name}_pr.png"
+        # e.g. --output-dir hand_inference_graph --name manifest would overwrite the model's own manifest
+        check_distinct_paths({"--output-dir/--name": [json_path, png_path]},
+                             {"--model": [detector.path, *detector.path.parent.iterdir()],
+                              "--labels": args.labels, "--records": args.records})
         print(f"{detector.path} ({detector.backend}) on {len(samples)} images from {source}; {why}")
         start = time.monotonic()
         metrics = evaluate_detector(detector, samples, agnostic, progress=not args.no_progress)
     except (UserError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{args.only or args.split}"
     result = {"model": str(detector.path), "backend": detector.backend, "classes": detector.class_names,
               "source": source, "class_agnostic": agnostic, "seconds": round(time.monotonic() - start, 1),
               **metrics}
-    json_path, png_path = args.output_dir / f"{name}.json", args.output_dir / f"{name}_pr.png"
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
     plot_pr_curve(metrics, png_path, f"{detector.path.parent.name}/{detector.path.name} on {args.only or args.split}")
     print(format_table(metrics))

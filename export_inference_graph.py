@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.signals import interruptible
 
 EXPORTER_CODE = [config.ROOT / "export_inference_graph.py", config.ROOT / "utils" / "export" / "exporter.py",
                  config.ROOT / "utils" / "export" / "tfjs.py", config.ROOT / "utils" / "runtime" / "contract.py"]
@@ -89,6 +90,7 @@ def load_source(args: argparse.Namespace):
     return source, load
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.export.exporter import export_model, is_up_to_date

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.signals import interruptible
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -23,6 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.export.pretrained import PretrainedFetchError, fetch_handtrackjs_model

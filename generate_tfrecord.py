@@ -17,11 +17,12 @@ from pathlib import Path
 from utils.common import config
 from utils.common.errors import UserError
 from utils.common.label_map import LabelMapError, class_names, read_label_map, write_label_map
+from utils.common.signals import interruptible
 from utils.data.egohands import HAND_FIELDS
 from utils.data.egohands import class_names as egohands_class_names
 from utils.data.labels_csv import read_labels_table
 from utils.data.splits import SPLITS
-from utils.data.tfrecord import DEFAULT_SHARD_SIZE, TFRecordError, write_split
+from utils.data.tfrecord import DEFAULT_SHARD_SIZE, RECORD_SUFFIX, TFRecordError, write_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,7 @@ def choose_classes(mode: str, label_map: Path | None, csv_paths: list[Path]) -> 
                         f"{', '.join(HAND_FIELDS)}; pass --label-map")
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.shard_size < 1:
@@ -94,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     for split, r in results.items():
-        if r.images == 0:
-            print(f"warning: {csv_paths[split]} has no rows: {r.files[0]} holds no examples", file=sys.stderr)
+        if not r.written:
+            kept = (f"kept the earlier {', '.join(map(str, r.files))}" if r.files
+                    else f"no {split}{RECORD_SUFFIX} written")
+            print(f"warning: {csv_paths[split]} has no rows; {kept}", file=sys.stderr)
+            continue
         files = r.files[0] if len(r.files) == 1 else r.files[0].with_name(
             f"{split}.record-*-of-{len(r.files):05d}")
         by_source = f"  ({', '.join(f'{k} {v}' for k, v in r.sources.items())})" if len(r.sources) > 1 else ""

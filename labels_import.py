@@ -18,6 +18,7 @@ from pathlib import Path
 
 from utils.common import config
 from utils.common.errors import EXIT_BAD_INPUT, UserError, report
+from utils.common.signals import interruptible
 from utils.data.annotated import HAND_CLASS, import_labels, keep_categories, read_labels, read_list, split_images
 from utils.data.splits import DEFAULT_FRACTIONS, SPLITS, csv_path, images_path
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kind, path = ("voc", args.voc) if args.voc else ("coco", args.coco)

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.errors import UserError
-from utils.common.fileio import atomic_path, check_output_path
+from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint
+from utils.common.fileio import atomic_path, check_distinct_paths, check_output_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
+from utils.common.signals import interruptible
 from utils.data.egohands import LABELLED_DIR
 from utils.runtime.sources import natural_key
 
@@ -49,7 +50,8 @@ def zip_frames(zip_path: Path, prefix: str) -> list[tuple[str, Callable[[], byte
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError as exc:
-        raise ChessVideoError(f"{zip_path}: no such file; pass the EgoHands zip with --zip") from exc
+        raise ChessVideoError(f"{zip_path}: no such file; pass the EgoHands zip with "
+                              f"{pass_hint('--zip', 'EGOHANDS_ZIP')}") from exc
     except (zipfile.BadZipFile, OSError) as exc:
         raise ChessVideoError(f"{zip_path}: not a readable zip ({exc}); download it again") from exc
     found = []
@@ -63,7 +65,8 @@ def zip_frames(zip_path: Path, prefix: str) -> list[tuple[str, Callable[[], byte
 def folder_frames(images_dir: Path, prefix: str) -> list[tuple[str, Callable[[], bytes]]]:
     """The same from images/<split>/<VIDEO>_frame_NNNN.jpg (any split; a video is in one split)."""
     if not images_dir.is_dir():
-        raise ChessVideoError(f"{images_dir}: no such folder; run `make data` first or pass --zip")
+        raise ChessVideoError(f"{images_dir}: no such folder; run `make data` first or pass "
+                              f"{pass_hint('--zip', 'EGOHANDS_ZIP')}")
     found = []
     for path in images_dir.rglob("*"):
         match = _IMAGE_NAME.match(path.name)
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -145,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
+        check_distinct_paths({"--output": args.output}, {"--zip": args.zip})
         where = args.zip or args.images or (DEFAULT_ZIP if DEFAULT_ZIP.exists() else config.IMAGES_DIR)
         if args.zip is not None:
             frames = zip_frames(args.zip, args.video)
         elif args.images is not None or not DEFAULT_ZIP.exists():
             images = args.images or config.IMAGES_DIR
             if args.images is None and not images.is_dir():
-                raise ChessVideoError(f"no EgoHands data: pass --zip PATH (e.g. "
-                                      f"{config.SHARED_EGOHANDS_ZIP}) or run `make data` first")
+                raise ChessVideoError(f"no EgoHands data: pass "
+                                      f"{pass_hint('--zip', 'EGOHANDS_ZIP')} (e.g. {config.SHARED_EGOHANDS_ZIP}) or "
+                                      "run `make data` first")
             frames = folder_frames(images, args.video)
         else:
             frames = zip_frames(DEFAULT_ZIP, args.video)
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         count = write_video(decoded(frames, warn), args.output, args.fps)
     except (ChessVideoError, UserError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(f"wrote {args.output}: {count} frames at {args.fps:g} fps ({count / args.fps:.1f} s)")
     return 0
 

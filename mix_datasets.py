@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT, UserError, report
+from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint, report
+from utils.common.signals import interruptible
 from utils.data.sources import MixOptions, build_mixed, parse_sources
 from utils.data.splits import SPLITS, csv_path, images_path
 
@@ -69,15 +70,18 @@ def fetch_archive(kind: str, progress: bool | None) -> Path:
     if kind == "egohands":
         from utils.data.egohands import EGOHANDS_SIZE, EGOHANDS_URL, EGOHANDS_ZIP_NAME
 
-        url, dest, size, flag = EGOHANDS_URL, config.CACHE_DIR / EGOHANDS_ZIP_NAME, EGOHANDS_SIZE, "EGOHANDS_ZIP"
+        url, dest, size = EGOHANDS_URL, config.CACHE_DIR / EGOHANDS_ZIP_NAME, EGOHANDS_SIZE
+        flag = pass_hint("--egohands-zip", "EGOHANDS_ZIP")
     else:
         from utils.data.oxford import OXFORD_ARCHIVE_NAME, OXFORD_SIZE, OXFORD_URL
 
-        url, dest, size, flag = OXFORD_URL, config.CACHE_DIR / OXFORD_ARCHIVE_NAME, OXFORD_SIZE, "OXFORD_ARCHIVE"
+        url, dest, size = OXFORD_URL, config.CACHE_DIR / OXFORD_ARCHIVE_NAME, OXFORD_SIZE
+        flag = pass_hint("--oxford-archive", "OXFORD_ARCHIVE")
     print(f"downloading {url} -> {dest}", file=sys.stderr)
     return download(url, dest, expected_size=size, progress=progress, local_flag=flag)
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = False if args.no_progress else None

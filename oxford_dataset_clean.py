@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT, UserError, report
+from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint, report
+from utils.common.signals import interruptible
 from utils.data.oxford import (
     ARCHIVE_SPLITS,
     OXFORD_ARCHIVE_NAME,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = False if args.no_progress else None
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"downloading {args.url} -> {args.download_to}", file=sys.stderr)
             archive = download(args.url, args.download_to, expected_size=args.expected_size or None,
-                               sha256=args.sha256 or None, progress=progress, local_flag="--archive")
+                               sha256=args.sha256 or None, progress=progress,
+                               local_flag=pass_hint("--archive", "OXFORD_ARCHIVE"))
         result = convert_archive(archive, args.output_dir, args.carve_eval, args.seed, args.limit, progress)
     except UserError as exc:
         return report(PROG, exc)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.signals import interruptible
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -100,6 +101,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
     return load_config(path, config_overrides(args, lr_type)), path
 
 
+@interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "/" in args.run or args.run in ("", ".", ".."):

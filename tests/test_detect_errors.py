@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_and_a_failure(script, make_args, expected, tmp_pa
         argv += ["--output", str(tmp_path / "out" / "video.mp4")]
     if "--json" not in argv:
         argv += ["--json", str(tmp_path / "out" / "lines.jsonl")]
-    assert script.main(argv) == 1
+    assert script.main(argv) == 2
     assert re.search(expected, _error_line(capfd))
     assert not list((tmp_path / "out").iterdir()), "nothing may be written on error"
 
@@ -71,7 +71,7 @@ def test_bad_input_is_one_line_and_a_failure(script, make_args, expected, tmp_pa
 def test_display_without_a_screen_is_refused_before_any_work(script, hand_video, monkeypatch, capfd):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert script.main(["--source", str(hand_video), "--display", "1"]) == 1
+    assert script.main(["--source", str(hand_video), "--display", "1"]) == 2
     assert "DISPLAY is not set; use --display 0" in _error_line(capfd)
 
 
@@ -85,7 +85,7 @@ def test_exit_status_of_the_real_process(tmp_path):
     result = subprocess.run([sys.executable, "detect_multi_threaded.py", "--source", str(tmp_path / "no.mp4"),
                              "--display", "0"], cwd=config.ROOT, capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().endswith("no.mp4: no such file or folder; pass a camera index, a video "
                                           "file, a stream URL, an image, or a folder or glob of images")
 

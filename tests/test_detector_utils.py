@@ -88,3 +88,16 @@ def test_a_graph_without_the_contract_is_refused(tmp_path):
 def test_no_model_in_folder_says_make_model(tmp_path):
     with pytest.raises(ModelLoadError, match="make model"):
         detector_utils.default_model_path(tmp_path)
+
+
+def test_detect_keeps_the_best_hands_above_min_score(model_dir, chess_sample):
+    frame = chess_sample[0][0]
+    detector = detector_utils.load_inference_graph(model_dir / config.TFLITE_INT8_NAME)
+    everything = detector.detect(frame)
+    assert len(everything.scores) > 2 and (np.diff(everything.scores) <= 0).all()
+    kept = detector.detect(frame, min_score=0.2, max_hands=1)
+    assert len(kept.scores) == 1 and kept.scores[0] == everything.scores[0] > 0.2
+    np.testing.assert_array_equal(kept.boxes[0], everything.boxes[0])
+    assert len(detector.detect(frame, min_score=0.999999)) == 3  # a Detections tuple, maybe empty
+    assert len(detector.detect(frame, min_score=0.999999).scores) == 0
+    assert len(detector.detect(frame, max_hands=0).scores) == 0

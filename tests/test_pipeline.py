@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from utils.runtime.pipeline import FrameFeed, PipelineError, ReorderBuffer, run_ordered
+from utils.runtime.pipeline import Handoff, PipelineError, run_ordered
 
 
 def _jittery(seed: int, max_sleep: float = 0.004):
@@ -132,33 +132,54 @@ def test_stop_event_ends_an_endless_source_quickly():
     assert _no_pipeline_threads_left()
 
 
-def test_feed_numbers_items_as_taken_and_drains_after_close():
-    feed = FrameFeed(3, keep_latest=False)
+def test_file_handoff_is_bounded_lossless_and_in_order():
+    handoff = Handoff(3, keep_latest=False)
+    stop = threading.Event()
     for item in "abc":
-        assert feed.put(item)
-    feed.close()
-    assert [feed.get(), feed.get(), feed.get(), feed.get()] == [(0, "a"), (1, "b"), (2, "c"), None]
-
-
-def test_latest_feed_keeps_only_the_newest():
-    feed = FrameFeed(1, keep_latest=True)
-    for item in range(5):
-        feed.put(item)
-    assert feed.get() == (0, 4) and feed.dropped == 4
-
-
-def test_reorder_buffer_releases_in_order_and_bounds_results_ahead():
-    buffer = ReorderBuffer(capacity=2)
-    buffer.put(1, "b")
-    assert buffer.get(timeout=0.01) == (False, None)  # 0 is not there yet
-    blocked = threading.Thread(target=buffer.put, args=(2, "c"))  # 2 >= next(0) + capacity: waits
+        assert handoff.put(item, stop)
+    blocked = threading.Thread(target=lambda: handoff.put("d", stop))  # full: waits for room, loses nothing
     blocked.start()
     time.sleep(0.1)
     assert blocked.is_alive()
-    buffer.put(0, "a")
-    assert buffer.get() == (True, "a")
+    assert handoff.get() == "a"
     blocked.join(2)
     assert not blocked.is_alive()
-    assert [buffer.get(), buffer.get()] == [(True, "b"), (True, "c")]
-    with pytest.raises(ValueError, match="already delivered"):
-        buffer.put(1, "again")
+    assert [handoff.get(), handoff.get(), handoff.get(), handoff.get(timeout=0.01)] == ["b", "c", "d", None]
+    for item in "efg":
+        handoff.put(item, stop)
+    stop.set()
+    assert not handoff.put("h", stop), "a stop ends a wait for room"
+
+
+def test_latest_handoff_keeps_only_the_newest():
+    handoff = Handoff(5, keep_latest=True)
+    for item in range(5):
+        handoff.put(item, threading.Event())
+    assert handoff.get() == 4 and handoff.dropped == 4
+
+
+@pytest.mark.timeout(30)
+def test_a_stuck_consumer_bounds_what_is_read_ahead():
+    queue_size, workers = 3, 2
+    taken = []
+
+    def source():
+        for i in range(200):
+            taken.append(i)
+            yield i
+
+    seen_while_stuck = []
+
+    def consume(result):
+        if result[0] == 0:  # stuck on the first result: the reader and workers must stop taking items
+            time.sleep(0.3)
+            seen_while_stuck.append(len(taken))
+        got.append(result[0])
+        return True
+
+    got = []
+    run_ordered(source(), [_jittery(s, 0.001) for s in range(workers)], consume, queue_size=queue_size,
+                keep_latest=False)
+    window = queue_size + workers  # futures in flight, the first one being consumed
+    assert seen_while_stuck[0] <= window + queue_size + 1  # + the handoff + the item the reader holds
+    assert got == list(range(200))

@@ -5,6 +5,7 @@ and exits with EXIT_BAD_INPUT. Anything else is a bug in this project and keeps 
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,3 +33,10 @@ def report(prog: str, error: BaseException) -> int:
     """Print `prog: error: message` on stderr and return the exit code for a user error."""
     print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def pass_hint(flag: str, make_variable: str, value: str = "PATH") -> str:
+    """How to give a value in a message: `EGOHANDS_ZIP=PATH` when the script runs under make (which
+    sets MAKELEVEL; `make train` reaching the download must not say a flag make cannot pass), else
+    `--zip PATH`."""
+    return f"{make_variable}={value}" if os.environ.get("MAKELEVEL") else f"{flag} {value}"

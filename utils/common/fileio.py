@@ -5,38 +5,147 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from utils.common.errors import UserError
 
+# Beside an output NAME, while it is being written or replaced (pid: the writing process; 8 random chars):
+#   .NAME.<pid>-<random>.tmp[<suffix>]   the new output being written
+#   .NAME.<pid>-<random>.old             the previous output, moved aside for the moment of the swap
+_TEMP_RE = r"\.(?:(\d+)-)?[a-z0-9_]{8}\.(tmp.*|old)"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_stale(final_path: str | os.PathLike) -> None:
+    """Clean up after a run that was killed (SIGKILL, power loss) while writing `final_path`.
+
+    Its temporaries are removed; an output it had moved aside is put back when the new one never
+    arrived, else removed. Files of a process still running are left alone. Returns nothing: it is
+    safe to call before every write of `final_path`.
+    """
+    final_path = Path(final_path)
+    if not final_path.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(f".{final_path.name}") + _TEMP_RE)
+    for stale in sorted(final_path.parent.iterdir()):
+        match = pattern.fullmatch(stale.name)
+        if not match or (match.group(1) and _alive(int(match.group(1)))):
+            continue
+        if match.group(2) == "old" and not os.path.lexists(final_path):
+            os.replace(stale, final_path)  # the swap stopped half-way: the previous output comes back
+        else:
+            _remove(stale)
+
+
+def _new_name(final_path: Path, kind: str, suffix: str = "") -> Path:
+    """A free hidden name beside final_path (created and removed again: only the name is reserved)."""
+    fd, name = tempfile.mkstemp(prefix=f".{final_path.name}.{os.getpid()}-", suffix=f".{kind}{suffix}",
+                                dir=final_path.parent)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+class AtomicOutputs:
+    """Several outputs written under temporary names and swapped in together (see atomic_outputs)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []   # (temporary, final)
+
+    def path(self, final_path: str | os.PathLike, suffix: str = "") -> Path:
+        """A temporary path to write `final_path`'s new content to (a file, or a folder to create).
+        `suffix` keeps an extension some writers need (e.g. '.mp4' for OpenCV's VideoWriter)."""
+        final_path = Path(final_path)
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        recover_stale(final_path)
+        tmp = _new_name(final_path, "tmp", suffix)
+        self.pending.append((tmp, final_path))
+        return tmp
+
+    def commit(self) -> None:
+        """Swap every new output in: each old one is moved aside, the new one renamed in, and only then
+        are the old ones deleted, so no moment has neither; Ctrl-C and SIGTERM wait for the renames."""
+        from utils.common.signals import deferred_signals
+
+        asides: list[Path] = []
+        try:
+            with deferred_signals():  # a held Ctrl-C / SIGTERM is raised when this block ends
+                done: list[tuple[Path, Path, Path | None]] = []
+                try:
+                    for tmp, final in self.pending:
+                        aside = None
+                        if os.path.lexists(final):
+                            aside = _new_name(final, "old")
+                            os.replace(final, aside)
+                        done.append((tmp, final, aside))
+                        os.replace(tmp, final)
+                except BaseException:
+                    for tmp, final, aside in reversed(done):  # put the previous outputs back
+                        if not os.path.lexists(tmp) and os.path.lexists(final):
+                            os.replace(final, tmp)
+                        if aside is not None:
+                            os.replace(aside, final)
+                    raise
+                asides = [aside for _, _, aside in done if aside is not None]
+                self.pending = []
+        finally:
+            for aside in asides:  # after the held section: deleting a big folder may take a while
+                _remove(aside)
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            _remove(tmp)
+        self.pending = []
+
+
+@contextlib.contextmanager
+def atomic_outputs() -> Iterator[AtomicOutputs]:
+    """All-or-nothing outputs: `outputs.path(final)` gives a temporary per output; they replace the finals
+    together only if the block succeeds, else they are removed and the earlier outputs stay.
+
+    A run killed with SIGKILL leaves hidden temporaries; the next write of the same output removes
+    them (recover_stale). Ctrl-C and SIGTERM never split the swap (see AtomicOutputs.commit).
+    """
+    outputs = AtomicOutputs()
+    try:
+        yield outputs
+        outputs.commit()
+    finally:
+        outputs.discard()
+
 
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `final_path`; rename it into place only if the block succeeds.
+    """Yield a temporary path beside `final_path`; it replaces `final_path` only if the block succeeds.
 
-    Works for files and folders (a SavedModel). On error the temporary is removed.
-    `suffix` keeps an extension some writers need (e.g. '.mp4' for OpenCV's VideoWriter).
+    Works for files and folders (a SavedModel). On error the temporary is removed and the earlier
+    output kept; stale temporaries of a killed run are removed first. `suffix` keeps an extension some
+    writers need (e.g. '.mp4' for OpenCV's VideoWriter).
     """
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=f".tmp{suffix}",
-                                    dir=final_path.parent)
-    os.close(fd)
-    os.unlink(tmp_name)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if final_path.is_dir() and not final_path.is_symlink():
-            shutil.rmtree(final_path)
-        os.replace(tmp, final_path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+    with atomic_outputs() as outputs:
+        yield outputs.path(final_path, suffix)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -99,3 +208,43 @@ def check_output_path(path: Path, option: str, suffixes: tuple[str, ...] = (), s
     reason = unwritable_reason(path.parent)
     if reason is not None:
         raise UserError(f"{path}: {option} cannot be written: {reason}; choose another path")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file or folder (after '..', symlinks and hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+PathsArg = str | os.PathLike | Iterable[str | os.PathLike] | None
+
+
+def _as_paths(value: PathsArg) -> list[Path]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    return [Path(v) for v in value]
+
+
+def check_distinct_paths(outputs: Mapping[str, PathsArg], inputs: Mapping[str, PathsArg] | None = None) -> None:
+    """Fail before any work when an output would overwrite an input or another output.
+
+    `outputs` / `inputs` map the option that names them (e.g. '--json') to a path, several, or None.
+    Streams ('-', /dev/stdout) are never the same file as anything.
+    """
+    named_outputs = [(option, path) for option, value in outputs.items() for path in _as_paths(value)
+                     if not is_stream_path(path)]
+    for option, path in named_outputs:
+        for other_option, other in named_outputs:
+            if other_option != option and same_file(path, other):
+                raise UserError(f"{path}: {option} and {other_option} name the same file; give each its own")
+        for input_option, value in (inputs or {}).items():
+            for source in _as_paths(value):
+                if same_file(path, source):
+                    raise UserError(f"{path}: {option} would overwrite {input_option} {source}, destroying the "
+                                    f"input; choose another {option}")

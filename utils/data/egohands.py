@@ -21,7 +21,7 @@ import numpy as np
 from utils.common.errors import UserError
 from utils.common.fileio import atomic_path
 from utils.data import splits as _splits
-from utils.data.jpeg import JpegHeaderError, jpeg_size
+from utils.data.jpeg import JpegHeaderError, jpeg_is_complete, jpeg_size
 from utils.data.labels_csv import WRITTEN_COLUMNS
 from utils.data.splits import (  # noqa: F401  (re-exported: the EgoHands API predates utils.data.splits)
     DEFAULT_FRACTIONS,
@@ -224,6 +224,9 @@ def convert_video(zip_path: str, video: Video, images_dir: str, num_classes: int
                 sizes.append(jpeg_size(data))
             except JpegHeaderError as exc:
                 raise EgoHandsError(f"{zip_path}:{member}: {exc}; re-download the zip") from exc
+            if not jpeg_is_complete(data):  # a cut-off frame: caught here, not at the record step
+                raise EgoHandsError(f"{zip_path}:{member}: the JPEG is truncated (no end-of-image marker); "
+                                    "re-download the zip")
             filename = output_filename(video.name, member, prefix)
             (out_dir / filename).write_bytes(data)
             filenames.append(filename)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.errors import UserError
-from utils.common.fileio import atomic_path
+from utils.common.fileio import atomic_outputs
 from utils.data.labels_csv import write_labels_csv
 
 SPLITS = ("train", "test", "eval")
@@ -46,15 +45,6 @@ def ensure_writable_dir(path: Path, flag: str = "--output-dir", error: type[User
         raise error(f"{path}: cannot write output here ({exc.strerror or exc}); choose another {flag}") from exc
 
 
-def remove_stale_temps(final_path: Path) -> None:
-    """Temporaries atomic_path left beside `final_path` when a run was killed (not just failed)."""
-    for stale in final_path.parent.glob(f".{final_path.name}.*.tmp*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
 @dataclass
 class SplitOutputs:
     """Temporary image folders per split and the CSV rows collected so far (see split_outputs)."""
@@ -78,18 +68,17 @@ def split_outputs(output_dir: str | Path, error: type[UserError] = OutputError) 
     """
     output_dir = Path(output_dir)
     ensure_writable_dir(output_dir, error=error)
-    with contextlib.ExitStack() as stack:
+    # One swap for all folders and CSVs (never a moment with an old folder beside a new CSV, nor with
+    # neither); temporaries of a killed run are cleaned first.
+    with atomic_outputs() as swap:
         dirs = {}
         for split in SPLITS:
-            remove_stale_temps(images_path(output_dir, split))
-            dirs[split] = stack.enter_context(atomic_path(images_path(output_dir, split)))
+            dirs[split] = swap.path(images_path(output_dir, split))
             dirs[split].mkdir()
         outputs = SplitOutputs(output_dir, dirs)
         yield outputs
         for split in SPLITS:
-            final_csv = csv_path(output_dir, split)
-            remove_stale_temps(final_csv)
-            write_labels_csv(stack.enter_context(atomic_path(final_csv)), outputs.rows[split])
+            write_labels_csv(swap.path(csv_path(output_dir, split)), outputs.rows[split])
 
 
 # ----------------------------------------------------------------------------- splitting groups

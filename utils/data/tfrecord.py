@@ -24,7 +24,7 @@ import numpy as np
 
 from utils.common import config
 from utils.common.errors import UserError
-from utils.common.fileio import atomic_path
+from utils.common.fileio import atomic_outputs
 from utils.data.jpeg import jpeg_is_complete, jpeg_size
 from utils.data.labels_csv import SOURCE_COLUMN, read_labels_table
 
@@ -337,6 +337,7 @@ class SplitRecords:
     boxes: int
     files: list[Path]
     sources: dict[str, int] = field(default_factory=dict)  # images per source, in order of appearance
+    written: bool = True  # False: the CSV had no rows, so `files` are an earlier run's records, kept
 
 
 def write_split(csv_path: str | os.PathLike, images_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -353,6 +354,8 @@ def write_split(csv_path: str | os.PathLike, images_dir: str | os.PathLike, outp
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     csv_path, images_dir, output_dir = Path(csv_path), Path(images_dir), Path(output_dir)
     images = read_labels_csv(csv_path, name_to_id)
+    if not images:  # a header-only CSV (an empty split) must not wipe the records an earlier run made
+        return SplitRecords(images=0, boxes=0, files=record_files(output_dir, split), written=False)
     jobs = [(str(images_dir / im.filename), im.width, im.height, str(csv_path)) for im in images]
     batches = [jobs[i:i + _BATCH] for i in range(0, len(jobs), _BATCH)]
     paths = shard_paths(output_dir, split, -(-len(images) // shard_size))
@@ -377,10 +380,10 @@ def write_split(csv_path: str | os.PathLike, images_dir: str | os.PathLike, outp
             loaded = map(load_images, batches)
         import tensorflow as tf  # imported while the workers decode the first batches
 
-        tmps = [stack.enter_context(atomic_path(p)) for p in paths]
-        writers = [tf.io.TFRecordWriter(str(t)) for t in tmps]
+        swap = stack.enter_context(atomic_outputs())  # all shards replace the earlier ones together
+        writers = [tf.io.TFRecordWriter(str(swap.path(p))) for p in paths]
         for writer in writers:
-            stack.callback(writer.close)  # runs before atomic_path renames (exit order is reversed)
+            stack.callback(writer.close)  # runs before the swap (exit order is reversed)
         bar = stack.enter_context(tqdm(total=len(images), unit="img", desc=f"tfrecord {split}",
                                        disable=None if progress is None else not progress))
         index = 0

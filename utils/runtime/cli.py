@@ -10,17 +10,15 @@ checked before any work; bad input is one line on stderr and a failure exit stat
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import UserError
-from utils.common.fileio import check_output_path, is_stream_path
+from utils.common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError
+from utils.common.fileio import check_distinct_paths, check_output_path, is_stream_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
+from utils.common.signals import sigterm_as_ctrl_c, stop_on_signal
 from utils.runtime import detector as detector_utils
 from utils.runtime import tracking
 from utils.runtime.loop import (
@@ -33,14 +31,15 @@ from utils.runtime.loop import (
     run,
     threads_per_detector,
 )
-from utils.runtime.outputs import VIDEO_FOURCC, Outputs, Presenter, Summary, Window, check_display
+from utils.runtime.outputs import MIN_VIDEO_SIDE, VIDEO_FOURCC, Outputs, Presenter, Summary, Window, check_display
 from utils.runtime.pipeline import PipelineError
-from utils.runtime.sources import open_source
+from utils.runtime.sources import input_files, open_source
 
 SINGLE_TITLE = "Single-Threaded Detection"  # the original's window titles
 MULTI_TITLE = "Multi-Threaded Detection"
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130                      # the shell's code for Ctrl-C; outputs are still kept
+EXIT_ERROR = 1                              # a bug or a crashed worker (traceback printed)
+# Larger frames only exhaust memory (--width 100000 asks for 30 GB per frame); 8192 covers 8K video.
+MAX_FRAME_SIDE = 8192
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -140,6 +139,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     problems = [(not 0.0 <= args.score_thresh <= 1.0, "--scorethreshold must be within 0..1"),
                 (args.num_hands < 0, "--num-hands must be >= 0"),
                 (args.width < 0 or args.height < 0, "--width and --height must be >= 0"),
+                (max(args.width, args.height) > MAX_FRAME_SIDE,
+                 f"--width and --height must be at most {MAX_FRAME_SIDE}"),
+                (args.output is not None and (0 < args.width < MIN_VIDEO_SIDE or 0 < args.height < MIN_VIDEO_SIDE),
+                 f"--output needs frames of at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}: raise --width / --height"),
                 (args.num_workers < 1, "--num-workers must be >= 1"),
                 (args.queue_size < 1, "--queue-size must be >= 1"),
                 (args.max_frames is not None and args.max_frames < 1, "--max-frames must be >= 1"),
@@ -170,31 +173,15 @@ def make_tracker(args: argparse.Namespace, fps: float) -> tracking.HandTracker |
     return tracking.HandTracker(fps=fps, smooth=args.smooth is not False, score_thresh=args.score_thresh)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any work when --output / --json cannot be written."""
+def check_outputs(args: argparse.Namespace, model_path: Path | None = None) -> None:
+    """Fail before any work when --output / --json cannot be written, or would overwrite an input (the
+    source, the model) or each other."""
     if args.output is not None:
         check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
     if args.json is not None:
         check_output_path(args.json, "--json", stream_ok=True)
-
-
-@contextlib.contextmanager
-def ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C (SIGINT) asks for a clean stop; a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    check_distinct_paths({"--output": args.output, "--json": args.json},
+                         {"--source": input_files(args.source), "--model": model_path})
 
 
 def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
@@ -209,6 +196,7 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
         print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
 
     stop = threading.Event()
+    stopped_by: list[str] = []  # the signal that asked for the clean stop
     try:
         check_outputs(args)
         if args.display:
@@ -216,8 +204,9 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
         model_path = Path(args.model) if args.model is not None else detector_utils.default_model_path()
         if model_path.is_dir() and not (model_path / "saved_model.pb").exists():
             model_path = detector_utils.default_model_path(model_path)  # a folder like hand_inference_graph/
+        check_outputs(args, model_path)
         workers = args.num_workers if multi else 1
-        with open_source(args.source, args.width, args.height) as source:
+        with sigterm_as_ctrl_c(), open_source(args.source, args.width, args.height) as source:
             detector = detector_utils.load_inference_graph(
                 model_path, threads_per_detector(model_path, workers, args.num_threads))
             processors = [FrameProcessor(detector if i == 0 else detector.clone(), args.score_thresh,
@@ -231,25 +220,28 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
                 details.append(f"tracking ({tracker.algorithm}{', smoothed' if tracker.smooth else ''}, "
                                f"detector on every {args.detect_every} frame(s))")
             with Outputs(args.output, args.json, source.fps, warn) as outputs, \
-                    Window(title, bool(args.display), bool(args.fps)) as window, ctrl_c_sets(stop):
+                    Window(title, bool(args.display), bool(args.fps)) as window, \
+                    stop_on_signal(stop, stopped_by.append):
                 stats = run(frames, processors, Presenter(outputs, window), threaded=multi,
                             queue_size=args.queue_size, stop=stop, tracker=tracker)
                 if stats.stopped_by != STOPPED_BY_QUIT:
                     window.linger(args.linger)
     except (UserError, detector_utils.ModelLoadError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_BAD_INPUT
     except PipelineError as exc:
         print(exc.traceback_text, end="", file=sys.stderr)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # before the loop started, or a second Ctrl-C / SIGTERM
+        print(f"{prog}: interrupted{f' by {exc}' if str(exc) else ''}; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if stats.stopped_by == STOPPED_BY_CTRL_C and stopped_by:
+        stats.stopped_by = stopped_by[0]  # "Ctrl-C" or "SIGTERM"
     # The summary goes to stderr when the JSON lines go to stdout.
     report = sys.stderr if args.json is not None and is_stream_path(args.json) else sys.stdout
     print(Summary(title, stats, details).line(), file=report, flush=True)
     for path in (args.output, args.json):
         if path is not None and path.is_file():
             print(f"wrote {path}", file=report)
-    return EXIT_INTERRUPTED if stats.stopped_by == STOPPED_BY_CTRL_C else 0
+    return EXIT_INTERRUPTED if stopped_by else 0

@@ -11,6 +11,7 @@ The seed's helpers (`detect_objects`, `draw_box_on_image`, `draw_fps_on_image`,
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,10 +53,60 @@ def _detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, coun
                       np.asarray(classes).reshape(-1)[:n].astype(np.int32))
 
 
+class ImageError(UserError):
+    """An image detect() cannot take (see _check_rgb for what it takes)."""
+
+
+_UINT8_MAX = 255
+_UINT16_TO_UINT8 = 257  # 65535 / 255: full-range 16-bit -> full-range 8-bit
+_FLOAT_SLACK = 1e-3     # float rounding just outside [0, 1] is still taken (and clipped)
+
+
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """The image detect() takes, as contiguous uint8 [H,W,3] RGB; anything else is refused (ImageError).
+
+    Taken: uint8 [H,W,3] RGB as is (the contract); float [H,W,3] in 0..1 (scaled by 255, as
+    skimage/TF images are); uint16 [H,W,3] (full range, divided by 257); other integer types holding
+    0..255. Refused, with one line saying what to pass: None (a failed cv2.imread), non-arrays, an
+    empty image, a shape other than [H,W,3] (grayscale, RGBA, a batch), bool masks, float images
+    outside 0..1 or with NaN, integers outside 0..255.
+    """
+    def refuse(problem: str, fix: str = "pass an RGB uint8 array [H,W,3]") -> ImageError:
+        return ImageError(f"detect(): {problem}; {fix}")
+
+    if rgb is None:
+        raise refuse("the image is None (cv2.imread gives None for a missing or unreadable file)",
+                     "check the file, then pass cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)")
+    if not isinstance(rgb, np.ndarray):
+        raise refuse(f"expected a NumPy array, got {type(rgb).__name__}")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+        fix = ("convert it with cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)" if rgb.ndim == 2 else
+               "drop the alpha channel: image[..., :3]" if rgb.ndim == 3 and rgb.shape[2] == 4 else
+               "pass one RGB image [H,W,3] per call")
+        raise refuse(f"expected an RGB image [H,W,3], got shape {list(rgb.shape)}", fix)
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise refuse(f"the image is empty ({rgb.shape[1]}x{rgb.shape[0]} pixels)")
+    kind = rgb.dtype.kind
+    if rgb.dtype == np.uint8:
+        return np.ascontiguousarray(rgb)
+    if kind == "b":
+        raise refuse("a bool array is a mask, not an image")
+    if kind == "f":
+        low, high = float(np.min(rgb)), float(np.max(rgb))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise refuse("the float image holds NaN or infinity")
+        if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:
+            raise refuse(f"float images must hold 0..1, this one holds {low:g}..{high:g}",
+                         "for 0..255 values pass image.astype(np.uint8)")
+        return np.clip(np.rint(rgb * _UINT8_MAX), 0, _UINT8_MAX).astype(np.uint8)
+    if rgb.dtype == np.uint16:
+        return np.rint(rgb / _UINT16_TO_UINT8).astype(np.uint8)
+    if kind in "iu":
+        low, high = int(np.min(rgb)), int(np.max(rgb))
+        if low < 0 or high > _UINT8_MAX:
+            raise refuse(f"integer images must hold 0..255, this one ({rgb.dtype}) holds {low}..{high}")
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    raise refuse(f"images of type {rgb.dtype} are not supported")
 
 
 def select_detections(detections: Detections, min_score: float | None = None,
@@ -79,12 +130,20 @@ class HandDetector:
 
     def detect(self, rgb: np.ndarray, min_score: float | None = None, max_hands: int | None = None
                ) -> Detections:
-        """Hands in an RGB frame, best first: at most `max_hands` scoring above `min_score` (None: all)."""
+        """Hands in an RGB frame, best first: at most `max_hands` scoring above `min_score` (None: all).
+
+        `rgb`: uint8 [H,W,3] RGB (a cv2 frame needs cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)); float in 0..1
+        and uint16 are scaled to it; anything else raises ImageError (a UserError) saying what to pass."""
         return select_detections(self._detect(rgb), min_score, max_hands)
 
     def _detect(self, rgb: np.ndarray) -> Detections:
         """Every detection the model gives (the backend's part)."""
         raise NotImplementedError
+
+    def __iter__(self) -> Iterator["HandDetector"]:
+        """`detection_graph, sess = load_inference_graph()`, the original's spelling: both names get
+        this detector, which is all `detect_objects(image_np, detection_graph, sess)` needs."""
+        return iter((self, self))
 
     def clone(self) -> "HandDetector":
         return self  # TensorFlow sessions and functions are safe to share between threads
@@ -239,7 +298,8 @@ def load_inference_graph(path: str | Path | None = None, num_threads: int | None
 
 def detect_objects(image_np: np.ndarray, detection_graph: HandDetector, sess: Any = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes, scores) for an RGB frame, as the seed returned them. `sess` is kept for old callers."""
+    """(boxes, scores) for an RGB frame, as the seed returned them, best first. `sess` is what
+    `detection_graph, sess = load_inference_graph()` gave (the same detector); it is not needed."""
     detections = detection_graph.detect(image_np)
     return detections.boxes, detections.scores
 

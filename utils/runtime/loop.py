@@ -234,6 +234,9 @@ class FrameStream:
             self.delivered += 1
             if self.exhausted_max_frames:
                 return
+        ended_early = getattr(self.source, "ended_early", None)
+        if ended_early:
+            self.warn(f"{self.source.description}: {ended_early}")
 
 
 # --- The loop ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from utils.runtime import detector as detector_utils
 from utils.runtime.loop import FrameResult, RunStats
 
 VIDEO_FOURCC = config.VIDEO_FOURCC
+MIN_VIDEO_SIDE = 2  # OpenCV's video writers open no 1xN or Nx1 video (mp4v in .mp4/.avi/.mov/.mkv)
 
 
 class Outputs:
@@ -94,11 +95,16 @@ class Outputs:
             image = result.image
             if self._writer is None:
                 self._size = (image.shape[1], image.shape[0])
+                if min(self._size) < MIN_VIDEO_SIDE:  # OpenCV's writers refuse 1-pixel frames whatever the name
+                    raise UserError(f"{self.video_path}: frames of {self._size[0]}x{self._size[1]} pixels are "
+                                    f"too small for a video (at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}); "
+                                    f"pass a larger --width / --height")
                 self._writer = cv2.VideoWriter(str(self._video_tmp), cv2.VideoWriter_fourcc(*VIDEO_FOURCC),
                                                self.fps, self._size)
                 if not self._writer.isOpened():
-                    raise UserError(f"{self.video_path}: OpenCV cannot write a {VIDEO_FOURCC} video here; "
-                                    f"try a .mp4 name")
+                    hint = "" if self.video_path.suffix.lower() == ".mp4" else "; try a .mp4 name"
+                    raise UserError(f"{self.video_path}: OpenCV cannot write a {VIDEO_FOURCC} video of "
+                                    f"{self._size[0]}x{self._size[1]} frames here{hint}")
             if (image.shape[1], image.shape[0]) != self._size:
                 image = cv2.resize(image, self._size)
             self._writer.write(image)

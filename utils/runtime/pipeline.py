@@ -1,32 +1,39 @@
-"""An ordered worker pipeline: one reader thread, N workers, results handed back in input order.
+"""An ordered worker pipeline on concurrent.futures: a reader thread, N workers, results in input order.
 
     stats = run_ordered(items, workers=[f1, f2], consume=show, queue_size=5, keep_latest=False, stop=event)
 
-- `items` is iterated on the reader thread and fed to the workers through a bounded `FrameFeed`.
-  A file source must lose nothing (`keep_latest=False`: the reader blocks when the feed is full);
-  a camera must not lag (`keep_latest=True`: the feed keeps only the newest item, dropping stale ones).
-- Each worker callable runs on its own thread (give each its own detector: TFLite interpreters are not
-  thread-safe). A result carries the sequence number its item got when a worker took it, so results
-  can be put back in order by a `ReorderBuffer` even when the feed dropped items.
+- `items` is iterated on a reader thread (decoding overlaps detection) and handed over through a
+  `Handoff`: bounded and lossless for a file (`keep_latest=False`: the reader waits when it is full), one
+  slot holding only the newest item for a camera (`keep_latest=True`: stale items are dropped, counted).
+- The calling thread submits items to a ThreadPoolExecutor with one thread per worker callable, keeping
+  a bounded window of futures (`queue_size + workers` for a file; `workers` for a camera, so a frame
+  is taken only when a worker is free and never waits behind others), and hands results to `consume`
+  oldest first. Each callable is used by one thread at a time (give each its own detector: TFLite
+  interpreters are not thread-safe).
 - `consume` runs on the calling (main) thread, in order; OpenCV windows must live there. It returns
   False to stop (the 'q' key).
-- Stops on the end of `items`, on `stop` being set (Ctrl-C), on `consume` returning False, or on the
-  first exception in the reader or a worker, which is re-raised as `PipelineError` (never swallowed).
-No threads outlive `run_ordered`.
+- Stops on the end of `items`, on `stop` being set (Ctrl-C: what already finished is still handed over,
+  in order), on `consume` returning False, or on the first exception in the reader or a worker, which
+  is re-raised as `PipelineError` (never swallowed). No threads outlive `run_ordered`.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-# How often blocked threads wake up to look at the stop flag (seconds): bounds the reaction to Ctrl-C.
+# How often blocked waits wake up to look at the stop flag (seconds): bounds the reaction to Ctrl-C.
 POLL_SECONDS = 0.05
-# How long to wait for threads to finish their current item after a stop before giving up on them.
+# How long to wait for the reader to notice a stop before giving up on it (it may sit in a slow read).
 JOIN_SECONDS = 5.0
+READER_THREAD = "reader"
+WORKER_THREAD_PREFIX = "worker-"
 
 
 class PipelineError(RuntimeError):
@@ -37,116 +44,55 @@ class PipelineError(RuntimeError):
         self.traceback_text = traceback_text
 
 
-class FrameFeed:
-    """A bounded hand-off from the reader to the workers that numbers items as they are taken."""
+_END = object()  # the reader's last item
+
+
+class Handoff:
+    """Items from the reader thread to the submitting thread: bounded, or only the newest (`keep_latest`)."""
 
     def __init__(self, maxsize: int, keep_latest: bool):
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
-        self.maxsize = maxsize
         self.keep_latest = keep_latest
-        self.dropped = 0           # stale items discarded (keep_latest only)
-        self._items: deque = deque()
-        self._cond = threading.Condition()
-        self._closed = False       # no more puts; gets drain what is left
-        self._aborted = False      # stop now; what is left is discarded
-        self._next_seq = 0
+        self.dropped = 0  # stale items discarded (keep_latest only)
+        self._queue: queue.Queue = queue.Queue(1 if keep_latest else maxsize)
 
-    def put(self, item: Any) -> bool:
-        """Add an item (blocking while full unless keep_latest). False when the feed was aborted."""
-        with self._cond:
-            if self.keep_latest:
-                while len(self._items) >= self.maxsize:
-                    self._items.popleft()
-                    self.dropped += 1
-            else:
-                while len(self._items) >= self.maxsize and not self._aborted:
-                    self._cond.wait(POLL_SECONDS)
-            if self._aborted:
-                return False
-            self._items.append(item)
-            self._cond.notify_all()
-            return True
+    def put(self, item: Any, stop: threading.Event) -> bool:
+        """Hand an item over; False when `stop` was set while waiting for room."""
+        replace_stale = self.keep_latest and item is not _END  # the end mark waits; frames replace
+        while not stop.is_set():
+            try:
+                self._queue.put(item, block=not replace_stale, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                if replace_stale:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        return False
 
-    def get(self) -> tuple[int, Any] | None:
-        """(sequence number, item), blocking until one is there; None at the end or after abort."""
-        with self._cond:
-            while not self._items and not self._closed and not self._aborted:
-                self._cond.wait(POLL_SECONDS)
-            if self._aborted or not self._items:
-                return None
-            item = self._items.popleft()
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
-            self._cond.notify_all()
-            return seq, item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        with self._cond:
-            self._aborted = True
-            self._items.clear()
-            self._cond.notify_all()
-
-
-class ReorderBuffer:
-    """Results keyed by sequence number, released strictly in order.
-
-    `put` blocks while the result is more than `capacity` ahead of the next one due, so a slow worker
-    cannot make the others pile up results without bound (the worker holding the next one due never
-    blocks, so this cannot deadlock).
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = max(1, capacity)
-        self._pending: dict[int, Any] = {}
-        self._next = 0
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, seq: int, result: Any) -> None:
-        with self._cond:
-            while seq >= self._next + self.capacity and not self._closed:
-                self._cond.wait(POLL_SECONDS)
-            if self._closed:
-                return
-            if seq < self._next or seq in self._pending:
-                raise ValueError(f"result {seq} was already delivered")
-            self._pending[seq] = result
-            self._cond.notify_all()
-
-    def get(self, timeout: float = POLL_SECONDS) -> tuple[bool, Any]:
-        """(True, next result in order) if it arrives within `timeout`, else (False, None)."""
-        with self._cond:
-            if self._next not in self._pending:
-                self._cond.wait(timeout)
-            if self._next not in self._pending:
-                return False, None
-            result = self._pending.pop(self._next)
-            self._next += 1
-            self._cond.notify_all()
-            return True, result
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._pending)
-
-    def close(self) -> None:
-        """Unblock every put; later results are dropped (used when the run is failing)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+    def get(self, timeout: float = POLL_SECONDS) -> Any:
+        """The next item, `_END` after the last one, or None when none came within `timeout`."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 @dataclass
 class PipelineStats:
     delivered: int = 0                # results handed to `consume`
-    dropped: int = 0                  # stale items the feed discarded (keep_latest)
+    dropped: int = 0                  # stale items the handoff discarded (keep_latest)
     stopped_by: str = "end"           # "end", "consumer" (q) or "stop" (Ctrl-C / external)
     worker_counts: list[int] = field(default_factory=list)  # items each worker processed
+
+
+class _WorkerFailed(Exception):
+    def __init__(self, number: int, text: str):
+        super().__init__(number)
+        self.number, self.text = number, text
 
 
 def run_ordered(items: Iterable[Any], workers: Sequence[Callable[[Any], Any]], consume: Callable[[Any], bool],
@@ -155,75 +101,79 @@ def run_ordered(items: Iterable[Any], workers: Sequence[Callable[[Any], Any]], c
     if not workers:
         raise ValueError("at least one worker is needed")
     stop = stop or threading.Event()
-    feed = FrameFeed(1 if keep_latest else queue_size, keep_latest)
-    results = ReorderBuffer(queue_size + len(workers))
-    errors: list[tuple[str, BaseException, str]] = []
-    error_lock = threading.Lock()
+    handoff = Handoff(queue_size, keep_latest)
+    window = len(workers) if keep_latest else queue_size + len(workers)
     stats = PipelineStats(worker_counts=[0] * len(workers))
-
-    def fail(who: str, exc: BaseException) -> None:
-        with error_lock:
-            errors.append((who, exc, traceback.format_exc()))
-        stop.set()
-        feed.abort()
-        results.close()
+    reader_error: list[tuple[BaseException, str]] = []
+    free_workers: queue.SimpleQueue = queue.SimpleQueue()  # at most len(workers) tasks run at once
+    for number in range(len(workers)):
+        free_workers.put(number)
 
     def read() -> None:
         try:
             for item in items:
-                if stop.is_set() or not feed.put(item):
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread and re-raised there
-            fail("reader", exc)
-        finally:
-            feed.close()
-
-    def work(number: int, fn: Callable[[Any], Any]) -> None:
-        try:
-            while not stop.is_set():
-                taken = feed.get()
-                if taken is None:
+                if not handoff.put(item, stop):
                     return
-                seq, item = taken
-                results.put(seq, fn(item))
-                stats.worker_counts[number] += 1
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread and re-raised there
-            fail(f"worker {number}", exc)
+            reader_error.append((exc, traceback.format_exc()))
+        handoff.put(_END, stop)
 
-    threads = [threading.Thread(target=read, name="reader", daemon=True)]
-    threads += [threading.Thread(target=work, args=(i, fn), name=f"worker-{i}", daemon=True)
-                for i, fn in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    consuming = True
-    try:
-        while True:
-            ready, result = results.get()
-            if ready:
-                if consuming and not errors:
-                    stats.delivered += 1
-                    if not consume(result):
-                        consuming = False
-                        stats.stopped_by = "consumer"
-                        stop.set()
-                        feed.abort()
-                continue
-            if errors:
-                break
-            if stop.is_set() and stats.stopped_by == "end":
-                stats.stopped_by = "stop"
-                feed.abort()
-            # Done when nothing is running and nothing is left to hand back.
-            if not any(t.is_alive() for t in threads) and not len(results):
-                break
-    finally:
-        stop.set()
-        feed.abort()
-        results.close()  # unblocks a worker waiting for room if `consume` raised
-        for thread in threads:
-            thread.join(JOIN_SECONDS)
-    stats.dropped = feed.dropped
-    if errors:
-        who, exc, text = errors[0]
-        raise PipelineError(f"{who} failed: {exc.__class__.__name__}: {exc}", text) from exc
+    def task(item: Any) -> Any:
+        number = free_workers.get()
+        try:
+            result = workers[number](item)
+            stats.worker_counts[number] += 1
+            return result
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread with the worker's number
+            raise _WorkerFailed(number, traceback.format_exc()) from exc
+        finally:
+            free_workers.put(number)
+
+    reader = threading.Thread(target=read, name=READER_THREAD, daemon=True)
+    pending: deque[Future] = deque()
+    reading = True
+    with ThreadPoolExecutor(len(workers), thread_name_prefix=WORKER_THREAD_PREFIX) as pool:
+        reader.start()
+        try:
+            while True:
+                while reading and len(pending) < window and not stop.is_set():
+                    item = handoff.get(0 if pending else POLL_SECONDS)
+                    if item is None:
+                        break
+                    if item is _END:
+                        reading = False
+                    else:
+                        pending.append(pool.submit(task, item))
+                if reader_error:
+                    exc, text = reader_error[0]
+                    raise PipelineError(f"reader failed: {exc.__class__.__name__}: {exc}", text) from exc
+                if stop.is_set() and stats.stopped_by == "end":
+                    stats.stopped_by = "stop"
+                    for future in pending:
+                        future.cancel()  # the ones not started; what is done is still handed over
+                if not pending:
+                    if not reading or stop.is_set():
+                        break
+                    continue
+                try:
+                    result = pending[0].result(timeout=POLL_SECONDS)
+                except FutureTimeout:
+                    continue
+                except CancelledError:
+                    break  # stopping: everything after a cancelled one is cancelled or dropped
+                except _WorkerFailed as failed:
+                    cause = failed.__cause__
+                    raise PipelineError(f"worker {failed.number} failed: {cause.__class__.__name__}: {cause}",
+                                        failed.text) from cause
+                pending.popleft()
+                stats.delivered += 1
+                if not consume(result):
+                    stats.stopped_by = "consumer"
+                    break
+        finally:
+            stop.set()  # the reader stops at its next item
+            for future in pending:
+                future.cancel()
+    reader.join(JOIN_SECONDS)
+    stats.dropped = handoff.dropped
     return stats

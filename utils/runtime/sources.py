@@ -30,6 +30,10 @@ from utils.common.media import IMAGE_SUFFIXES
 LIVE_URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt", "rtp")
 # Frame rate written to --output for sources that report none (cameras without it, images).
 FALLBACK_FPS = 30.0
+# OpenCV takes a camera number, plus a backend's offset (CAP_V4L2 = 200, ... CAP_OBSENSOR = 2600);
+# beyond this, a number is no camera (and overflows OpenCV's int).
+MAX_CAMERA_INDEX = 9999
+FRAME_COUNT_SLACK = 1  # frames a container's frame count may overstate (estimated from its duration)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _WHAT_TO_PASS = "pass a camera index, a video file, a stream URL, an image, or a folder or glob of images"
 
@@ -90,6 +94,8 @@ class FrameSource:
 class CaptureSource(FrameSource):
     """cv2.VideoCapture over a camera index, a video file or a stream URL."""
 
+    ended_early: str | None = None  # set when a file ended before the frame count its header gives
+
     def __init__(self, target: int | str, live: bool, width: int = 0, height: int = 0):
         import cv2
 
@@ -122,6 +128,8 @@ class CaptureSource(FrameSource):
         self._opened_at = time.monotonic()
 
     def frames(self) -> Iterator[SourceFrame]:
+        import cv2
+
         index = 0
         frame, self._first = self._first, None
         while frame is not None:
@@ -132,6 +140,12 @@ class CaptureSource(FrameSource):
             ok, frame = self.capture.read()
             if not ok:
                 frame = None
+        # A file cut short (an interrupted copy or download) still opens: its header promises more
+        # frames than can be decoded. Estimated counts may be off by one, hence the slack.
+        expected = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        if expected > index + FRAME_COUNT_SLACK:
+            self.ended_early = (f"the video ended after {index} of its {expected} frames (the file is "
+                                "truncated or corrupt)")
 
     def close(self) -> None:
         self.capture.release()
@@ -162,11 +176,28 @@ def _image_files(folder: Path) -> list[Path]:
                   key=lambda p: natural_key(p.name))
 
 
+def input_files(source: str | int | Path) -> list[Path]:
+    """The files `source` would read (none for a camera or a URL): outputs must not overwrite them."""
+    text = str(source).strip()
+    if re.fullmatch(r"\d+", text) or "://" in text:
+        return []
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _image_files(path)
+    if path.exists():
+        return [path]
+    return [Path(p) for p in glob.glob(str(path))] if _GLOB_CHARS.search(text) else []
+
+
 def open_source(source: str | int | Path, width: int = 0, height: int = 0) -> FrameSource:
     """Open `source` (see the module doc). `width`/`height` are only a request to a camera."""
     text = str(source).strip()
     if re.fullmatch(r"\d+", text):
-        return CaptureSource(int(text), live=True, width=width, height=height)
+        if int(text) <= MAX_CAMERA_INDEX:
+            return CaptureSource(int(text), live=True, width=width, height=height)
+        if not Path(text).exists():  # else a file named by digits, read below
+            raise SourceError(f"{text}: not a camera index (0..{MAX_CAMERA_INDEX}) nor an existing file; "
+                              f"{_WHAT_TO_PASS}")
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         return CaptureSource(text, live=scheme in LIVE_URL_SCHEMES)
