@@ -1,8 +1,11 @@
-"""Rebuild the pretrained EgoHands SSDLite-MobileNetV2 from handtrack.js's old TF.js format.
+"""Rebuild handtrack.js's pretrained models as frozen TF graphs, cut into the exporter's "core".
 
-The TF.js 0.x format is a GraphDef whose weight Const nodes carry no values, plus
-`weights_manifest.json` listing weight groups whose binary shards, concatenated, hold the values
-in manifest order. Filling the Consts back in gives an ordinary frozen TF1 graph.
+- The EgoHands SSDLite-MobileNetV2 (old TF.js 0.x format): a GraphDef whose weight Const nodes carry
+  no values, plus `weights_manifest.json` listing weight groups whose binary shards, concatenated,
+  hold the values in manifest order. Filling the Consts back in gives an ordinary frozen TF1 graph.
+- The 7-class gesture model (TF.js graph-model format, a TF2 OD API SSD FPNLite): `model.json` holds
+  the nodes as JSON and the same kind of weight manifest (weights possibly float16/uint8-quantized);
+  the converter's fused ops are split back into standard TF ops.
 """
 from __future__ import annotations
 
