@@ -4,7 +4,7 @@
 Every file follows one tensor contract: `image_tensor` uint8 [1,H,W,3] RGB in;
 `detection_boxes` (normalized ymin,xmin,ymax,xmax), `detection_scores`, `detection_classes`
 (label map ids), `num_detections` out. (The TFLite models take the resized, normalized
-[1,300,300,3] image instead; utils/detector_utils.py does that resize.)
+[1,S,S,3] image instead, S = 300 or 320 for the gesture model; utils/detector_utils.py does that resize.)
 
 Sources:
   --from-tfjs DIR     a pretrained handtrack.js model (what `make model` does after fetch_pretrained.py):
@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-tfjs", type=Path, metavar="DIR",
-                        help="folder of the TF.js 0.x model (tensorflowjs_model.pb + weights_manifest.json)")
+                        help="folder of a TF.js model: 0.x (tensorflowjs_model.pb + weights_manifest.json) "
+                             "or graph model (model.json + shards)")
     source.add_argument("--checkpoint", type=Path, metavar="DIR",
                         help="a training run folder or checkpoint prefix written by train.py")
     parser.add_argument("--labels", metavar="NAME,NAME,...",

@@ -283,3 +283,16 @@ def test_extract_adds_the_gesture_model_beside_the_hand_model(tmp_path):
         verify_model_folder(gesture, "0" * 64)
     with pytest.raises(PretrainedFetchError, match="no package/models/none/"):
         extract_model(tarball, dest, "package/models/none")
+
+
+def test_export_cli_refuses_a_graph_model_without_its_label_order(tmp_path, capsys):
+    import export_inference_graph
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"modelTopology": {"node": []}, "weightsManifest": []}))
+    code = export_inference_graph.main(["--from-tfjs", str(model), "--output_directory", str(tmp_path / "out"),
+                                        "--no-int8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "index.js" in err[0]
+    assert not (tmp_path / "out").exists()
