@@ -13,6 +13,10 @@ MODEL_DIR        ?= hand_inference_graph
 TEST_MODEL_DIR   := $(CURDIR)/.cache/test_model
 HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
 HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
+# The same package's 7-class gesture/face model, exported beside the hand model (README "Gesture model").
+GESTURE_DIR      ?= gesture_inference_graph
+GESTURE_TFJS_DIR := .cache/handtrackjs/handtrackjs-0.1.5/package/models/webmodel/ssd320fpnlite/base
+TEST_GESTURE_DIR := $(CURDIR)/.cache/test_gesture_model
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
 # `make demo`'s video: VIDEO when given; else the shared one when present; else none (then demo.py
@@ -30,11 +34,11 @@ EVAL_SPLIT       ?= eval
 TEST_ARGS        ?=
 TRAIN_ARGS       ?=
 
-.PHONY: help install model demo data video train export eval bench bench-data test lint clean
+.PHONY: help install model demo data video train export eval bench bench-gesture bench-data test lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: VIDEO=$(VIDEO) MODEL_DIR=$(MODEL_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
+	@echo "Variables: VIDEO=$(VIDEO) MODEL_DIR=$(MODEL_DIR) GESTURE_DIR=$(GESTURE_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
 	@echo "           DATASETS=\"$(DATASETS)\" (egohands oxford voc:DIR coco:JSON) OXFORD_ARCHIVE=<local hand_dataset.tar.gz> DATA_ARGS=<flags for the data script>"
 
 install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
@@ -48,15 +52,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -c "import cv2, re, sys; sys.exit(0 if re.search(r'(QT|GTK\+):\s+YES', cv2.getBuildInformation()) else 'cv2 has no GUI backend: opencv-python-headless shadows opencv-python')"
 	touch $@
 
-model: install ## Fetch the pretrained EgoHands model (npm handtrackjs@0.1.5) and export every format to MODEL_DIR
+model: install ## Fetch the pretrained models (npm handtrackjs@0.1.5): hand model -> MODEL_DIR, gesture model -> GESTURE_DIR
 	$(PY) fetch_pretrained.py
 	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR)$(if \
+		$(CALIBRATION), --calibration $(CALIBRATION))
+	$(PY) export_inference_graph.py --from-tfjs $(GESTURE_TFJS_DIR) --output_directory $(GESTURE_DIR)$(if \
 		$(CALIBRATION), --calibration $(CALIBRATION))
 
 # Targets that only need *a* model: build the pretrained one if MODEL_DIR has none (an exported
 # model is kept); those that need the TF.js weights or the records: fetch or build them once.
 $(MODEL_DIR)/manifest.json:
 	$(MAKE) model MODEL_DIR=$(MODEL_DIR)
+$(GESTURE_DIR)/manifest.json:
+	$(MAKE) model MODEL_DIR=$(MODEL_DIR) GESTURE_DIR=$(GESTURE_DIR)
 $(HANDTRACKJS_MARKER): | $(VENV)/.installed
 	$(PY) fetch_pretrained.py
 data/hand_label_map.pbtxt:
@@ -90,17 +98,20 @@ eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95],
 bench: install | $(MODEL_DIR)/manifest.json ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
 	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR)
 
+bench-gesture: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Gesture model's EgoHands AP; faces taken for hands on Oxford, with/without suppress_faces
+	$(PY) bench_gesture.py --hand-model $(MODEL_DIR) --gesture-model $(GESTURE_DIR)
+
 bench-data: install ## Benchmark the data pipeline and every importer (images/s) on the shared EgoHands and Oxford data
 	$(PY) bench_data.py
 
-test: install ## Run the test suite (on its own copy of the pretrained model in .cache/test_model)
-	$(MAKE) --no-print-directory model MODEL_DIR=$(TEST_MODEL_DIR)
-	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) $(PY) -m pytest tests $(TEST_ARGS)
+test: install ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
+	$(MAKE) --no-print-directory model MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)
+	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) HANDTRACK_GESTURE_DIR=$(TEST_GESTURE_DIR) $(PY) -m pytest tests $(TEST_ARGS)
 
 lint: install ## Lint with ruff
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove build outputs (keeps .venv and the download cache)
 	rm -rf $(filter-out $(MODEL_DIR)/hand_label_map.pbtxt,$(wildcard $(MODEL_DIR)/*)) \
-		data images results *_labels.csv .pytest_cache .ruff_cache
+		$(GESTURE_DIR) data images results *_labels.csv .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

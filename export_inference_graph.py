@@ -4,10 +4,13 @@
 Every file follows one tensor contract: `image_tensor` uint8 [1,H,W,3] RGB in;
 `detection_boxes` (normalized ymin,xmin,ymax,xmax), `detection_scores`, `detection_classes`
 (label map ids), `num_detections` out. (The TFLite models take the resized, normalized
-[1,300,300,3] image instead; utils/detector_utils.py does that resize.)
+[1,S,S,3] image instead, S = 300 or 320 for the gesture model; utils/detector_utils.py does that resize.)
 
 Sources:
-  --from-tfjs DIR     the pretrained handtrack.js model (what `make model` does after fetch_pretrained.py)
+  --from-tfjs DIR     a pretrained handtrack.js model (what `make model` does after fetch_pretrained.py):
+                      the EgoHands hand model (TF.js 0.x: tensorflowjs_model.pb) or the 7-class
+                      gesture/face model (TF.js graph model: model.json; class names from the
+                      package's src/index.js labelMap; frames resized to 320x320 instead of 300x300)
   --checkpoint DIR    a checkpoint trained by train.py (`make export`)
 
 int8 TFLite is calibrated on real hand frames: --calibration (videos, images, folders, globs or an
@@ -40,9 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-tfjs", type=Path, metavar="DIR",
-                        help="folder of the TF.js 0.x model (tensorflowjs_model.pb + weights_manifest.json)")
+                        help="folder of a TF.js model: 0.x (tensorflowjs_model.pb + weights_manifest.json) "
+                             "or graph model (model.json + shards)")
     source.add_argument("--checkpoint", type=Path, metavar="DIR",
                         help="a training run folder or checkpoint prefix written by train.py")
+    parser.add_argument("--labels", metavar="NAME,NAME,...",
+                        help="class names in label-map id order (default: 'hand' for the hand model, the "
+                             "package's src/index.js labelMap for a TF.js graph model)")
     parser.add_argument("--output_directory", "--output-dir", type=Path, default=config.MODEL_DIR,
                         help="where the model files go (default: %(default)s)")
     parser.add_argument("--calibration", action="append", metavar="SRC",
@@ -53,6 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite model")
     parser.add_argument("--force", action="store_true", help="rebuild even when the manifest says up to date")
     return parser.parse_args(argv)
+
+
+def package_root_of(folder: Path, levels: int = 5) -> Path | None:
+    """The npm package folder (the one with package.json) holding a model folder, if any."""
+    for parent in [folder, *folder.parents][:levels + 1]:
+        if (parent / "package.json").is_file():
+            return parent
+    return None
 
 
 def calibration_reader(sources: list[str], total: int):
@@ -71,17 +86,25 @@ def load_source(args: argparse.Namespace):
     from utils.export.exporter import code_fingerprint, folder_fingerprint
 
     if args.from_tfjs is not None:
-        from utils.export.tfjs import core_graph_def_from_tfjs, load_tfjs_graph_def
+        from utils.export.tfjs import TFJS_GRAPH_MODEL_FILE, load_tfjs_core, read_js_label_map
 
         tfjs_dir = args.from_tfjs
-        package_json = tfjs_dir.parent.parent.parent / "package.json"
-        package = json.loads(package_json.read_text()) if package_json.exists() else {}
+        package_root = package_root_of(tfjs_dir)
+        package_json = package_root / "package.json" if package_root else None
+        package = json.loads(package_json.read_text()) if package_json else {}
         source = {"kind": "tfjs", "package": package.get("name"), "version": package.get("version"),
                   "license": package.get("license"), "tfjs_sha256": folder_fingerprint(tfjs_dir)}
+        if (tfjs_dir / TFJS_GRAPH_MODEL_FILE).exists():
+            source["model"] = tfjs_dir.relative_to(package_root).as_posix() if package_root else tfjs_dir.name
+            index_js = package_root / "src" / "index.js" if package_root else tfjs_dir / "index.js"
+            class_names = args.labels.split(",") if args.labels else read_js_label_map(index_js)
+        else:
+            class_names = args.labels.split(",") if args.labels else ["hand"]
+        source["classes"] = class_names
 
         def load():
-            core, anchors = core_graph_def_from_tfjs(load_tfjs_graph_def(tfjs_dir))
-            return core, anchors, ["hand"]
+            core, anchors = load_tfjs_core(tfjs_dir)
+            return core, anchors, class_names
     else:
         from utils.train import model as ssd_model  # the trainable model (train.py)
 

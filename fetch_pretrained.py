@@ -2,7 +2,9 @@
 """Download the pretrained EgoHands hand detector (npm package handtrackjs@0.1.5, MIT licence).
 
 `npm pack` fetches the package into a cache folder; the tarball is refused (and deleted) unless
-its sha256 matches the pinned value; its TF.js model folder is then extracted and printed.
+its sha256 matches the pinned value; its TF.js model folders are then extracted and printed: the
+EgoHands hand model, and the 7-class gesture/face model (ssd320fpnlite, its files checksum-pinned
+too). --no-gesture extracts only the hand model.
 A second run with the tarball in the cache downloads nothing.
 """
 from __future__ import annotations
@@ -21,20 +23,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder for the npm tarball and its extracted model (default: %(default)s)")
     parser.add_argument("--sha256", default=config.HANDTRACKJS_SHA256,
                         help="pinned sha256 of the tarball; a download that differs is deleted (default: %(default)s)")
+    parser.add_argument("--no-gesture", action="store_true",
+                        help="skip the gesture/face model (models/webmodel/ssd320fpnlite/base)")
     return parser.parse_args(argv)
 
 
 @interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.export.pretrained import PretrainedFetchError, fetch_handtrackjs_model
+    from utils.export.pretrained import PretrainedFetchError, fetch_gesture_model, fetch_handtrackjs_model
 
     try:
-        model_dir = fetch_handtrackjs_model(args.cache_dir, args.sha256)
+        print(fetch_handtrackjs_model(args.cache_dir, args.sha256))
+        if not args.no_gesture:
+            print(fetch_gesture_model(args.cache_dir, args.sha256))
     except (PretrainedFetchError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(model_dir)
     return 0
 
 

@@ -22,10 +22,11 @@ def cached_tarball():
 
 
 def test_second_make_model_rebuilds_nothing(model_dir):
-    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    files = [p for d in (model_dir, config.GESTURE_MODEL_DIR) for p in d.rglob("*") if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
-    result = subprocess.run(["make", "-s", "model", f"MODEL_DIR={model_dir}"], cwd=config.ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["make", "-s", "model", f"MODEL_DIR={model_dir}",
+                             f"GESTURE_DIR={config.GESTURE_MODEL_DIR}"],
+                            cwd=config.ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in files} == before
@@ -56,9 +57,10 @@ def test_without_npm_says_what_to_install(tmp_path, monkeypatch, capsys):
 def test_cached_tarball_is_verified_and_reused(tmp_path, cached_tarball, capsys):
     os.link(cached_tarball, tmp_path / cached_tarball.name)
     assert fetch_pretrained.main(["--cache-dir", str(tmp_path)]) == 0
-    model_dir = capsys.readouterr().out.strip()
+    model_dir, gesture_dir = capsys.readouterr().out.strip().splitlines()
     assert model_dir.endswith(config.HANDTRACKJS_MODEL_SUBDIR)
     assert sorted(os.listdir(model_dir))[-2:] == ["tensorflowjs_model.pb", "weights_manifest.json"]
+    assert gesture_dir.endswith(config.GESTURE_TFJS_SUBDIR) and "model.json" in os.listdir(gesture_dir)
 
 
 @pytest.mark.parametrize("damage, problem", [

@@ -42,6 +42,20 @@ HANDTRACKJS_MODEL_SUBDIR = "package/models/web/ssdlitemobilenetv2"
 HANDTRACKJS_CACHE = CACHE_DIR / "handtrackjs"
 HANDTRACKJS_MODEL_DIR = HANDTRACKJS_CACHE / f"{HANDTRACKJS_PACKAGE}-{HANDTRACKJS_VERSION}" / HANDTRACKJS_MODEL_SUBDIR
 
+# The same package's gesture/face model (TF2 OD API SSD MobileNetV2-FPNLite 320, TF.js graph model,
+# float32 "base" weights), exported into a folder of its own with the same files and contract.
+# HANDTRACK_GESTURE_DIR points everything at another folder (as HANDTRACK_MODEL_DIR does).
+GESTURE_MODEL_DIR = ROOT / os.environ.get("HANDTRACK_GESTURE_DIR", "gesture_inference_graph")
+GESTURE_TFJS_SUBDIR = "package/models/webmodel/ssd320fpnlite/base"
+GESTURE_TFJS_DIR = HANDTRACKJS_CACHE / f"{HANDTRACKJS_PACKAGE}-{HANDTRACKJS_VERSION}" / GESTURE_TFJS_SUBDIR
+# sha256 over the model folder's files (utils.export.exporter.folder_fingerprint), checked after extraction.
+GESTURE_TFJS_SHA256 = "27e0324eabf6b6b48fe77f61e0cbf4d2fe55d387dfa78cb14fc72e92b089baac"
+HANDTRACKJS_INDEX_JS = "package/src/index.js"  # its labelMap gives the gesture model's class order
+# The gesture model's classes by role (names from its label map): hand poses, faces, fingertips.
+GESTURE_HAND_CLASSES = ("open", "closed", "pinch", "point")
+GESTURE_FACE_CLASS = "face"
+GESTURE_FINGERTIP_CLASSES = ("pointtip", "pinchtip")
+
 # The tensor contract.
 INPUT_TENSOR = "image_tensor"
 OUTPUT_TENSORS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")

@@ -1,7 +1,8 @@
 """Turn an SSD "core" graph into the files of hand_inference_graph/, all with one tensor contract.
 
-A core is a frozen GraphDef with input `preprocessed:0` float [N,300,300,3] (pixels*2/255-1)
-and outputs `box_encodings:0` [N,A,4] (Faster R-CNN encodings, scales 10,10,5,5) and
+A core is a frozen GraphDef with input `preprocessed:0` float [N,S,S,3] (pixels*2/255-1 after a
+legacy bilinear resize to S x S: 300 for the hand model, 320 for the gesture model) and outputs
+`box_encodings:0` [N,A,4] (Faster R-CNN encodings, scales 10,10,5,5) and
 `class_logits:0` [N,A,C+1] (column 0 the background), plus its A corner-form anchors. Both the
 converted handtrack.js model and a trained checkpoint are exported through here, so detectors
 load either the same way.
@@ -33,6 +34,18 @@ CORE_OUTPUTS = ("box_encodings:0", "class_logits:0")
 def _tf():
     import tensorflow as tf
     return tf
+
+
+def core_input_size(core: "GraphDef") -> int:
+    """S of a core's `preprocessed` placeholder [N,S,S,3]: the size frames are resized to."""
+    name = CORE_INPUT.split(":")[0]
+    for node in core.node:
+        if node.name == name and node.op == "Placeholder":
+            dims = [d.size for d in node.attr["shape"].shape.dim]
+            if len(dims) == 4 and dims[1] == dims[2] and dims[1] > 0 and dims[3] == 3:
+                return int(dims[1])
+            raise ValueError(f"core input {name!r} has shape {dims}; expected [N,S,S,3]")
+    raise ValueError(f"core graph has no placeholder {name!r}")
 
 
 def decode_boxes(encodings, anchors: np.ndarray):
@@ -82,7 +95,7 @@ def build_detection_graph_def(core: "GraphDef", anchors: np.ndarray,
     graph = tf.Graph()
     with graph.as_default():
         image = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name=config.INPUT_TENSOR)
-        preprocessed = legacy_resize_and_normalize(image)
+        preprocessed = legacy_resize_and_normalize(image, core_input_size(core))
         encodings, logits = tf.graph_util.import_graph_def(
             core, input_map={CORE_INPUT: preprocessed}, return_elements=list(CORE_OUTPUTS), name="ssd")
         detections = postprocess(encodings, logits, anchors, max_detections, iou_threshold)
@@ -148,14 +161,14 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
                         calibration_images: Callable[[], Iterable[np.ndarray]] | None = None,
                         max_detections: int = config.MAX_DETECTIONS,
                         iou_threshold: float = config.NMS_IOU_THRESHOLD) -> None:
-    """TFLite float32 and full-integer int8 models: preprocessed [1,300,300,3] in, the contract out.
+    """TFLite float32 and full-integer int8 models: preprocessed [1,S,S,3] in, the contract out.
 
     NMS is TFLite's built-in TFLite_Detection_PostProcess op, reached through an
     `experimental_implements` function that only converts from a SavedModel.
     `calibration_images` yields RGB uint8 frames of any size (real hand frames).
     """
     tf = _tf()
-    size = config.MODEL_INPUT_SIZE
+    size = core_input_size(core)
     core_fn = wrap_graph_def(core, [CORE_INPUT], list(CORE_OUTPUTS))
     anchors_cs = _center_size(anchors)
 
@@ -185,7 +198,7 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
             if quantize:
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
                 converter.representative_dataset = lambda: (
-                    [preprocess_for_tflite(rgb)] for rgb in calibration_images())
+                    [preprocess_for_tflite(rgb, size)] for rgb in calibration_images())
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                        tf.lite.OpsSet.TFLITE_BUILTINS]
             return converter.convert()
@@ -199,7 +212,16 @@ def write_tflite_models(core: "GraphDef", anchors: np.ndarray, num_classes: int,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_manifest(model_dir: Path, source: dict) -> dict:
+def preprocessing_record(input_size: int) -> dict:
+    """How frames reach the network: recorded in manifest.json for readers of the model folder
+    (the runtime itself reads the size from the TFLite input shape; the graphs resize themselves)."""
+    return {"input_size": input_size,
+            "resize": "bilinear, TF1 legacy (align_corners=False, half_pixel_centers=False)",
+            "normalization": "pixels*2/255-1",
+            "tflite_input": f"{TFLITE_INPUT_NAME} float32 [1,{input_size},{input_size},3]"}
+
+
+def write_manifest(model_dir: Path, source: dict, preprocessing: dict | None = None) -> dict:
     """manifest.json: where the model came from and the sha256 of every file beside it."""
     files = {}
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
@@ -208,6 +230,8 @@ def write_manifest(model_dir: Path, source: dict) -> dict:
             files[rel] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
     manifest = {"source": source, "contract": {"input": config.INPUT_TENSOR,
                                                "outputs": list(config.OUTPUT_TENSORS)}, "files": files}
+    if preprocessing is not None:
+        manifest["preprocessing"] = preprocessing
     atomic_write_text(model_dir / config.MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -244,7 +268,9 @@ def is_up_to_date(model_dir: Path, source: dict, expected_files: Sequence[str]) 
 def export_model(core: "GraphDef", anchors: np.ndarray, class_names: Sequence[str], output_dir: Path,
                  source: dict, calibration_images: Callable[[], Iterable[np.ndarray]] | None,
                  log: Callable[[str], None] = print) -> dict:
-    """Write every file of hand_inference_graph/ into output_dir (replacing it) with its manifest."""
+    """Write every file of a model folder (hand_inference_graph/, gesture_inference_graph/) into
+    output_dir (replacing it) with its manifest. The files and tensor contract are the same for every
+    model; only the label map and the input size (read from the core) differ."""
     from utils.common.label_map import write_label_map
 
     # Built in a temporary folder and swapped in whole: a failed export (say, a corrupt calibration
@@ -264,5 +290,5 @@ def export_model(core: "GraphDef", anchors: np.ndarray, class_names: Sequence[st
                                                       else f" and {config.TFLITE_INT8_NAME} (calibrating)"))
         write_tflite_models(core, anchors, len(class_names), work / config.TFLITE_FP32_NAME, int8_path,
                             calibration_images)
-        manifest = write_manifest(work, source)
+        manifest = write_manifest(work, source, preprocessing_record(core_input_size(core)))
     return manifest

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from utils.common import config
-from utils.common.fileio import atomic_path, sha256_of
+from utils.common.fileio import sha256_of
 
 PACKAGE_METADATA = ("package/package.json", "package/LICENSE")
 
@@ -54,19 +54,42 @@ def npm_pack(cache_dir: Path, package: str = config.HANDTRACKJS_PACKAGE,
     return tarball
 
 
-def extract_model(tarball: Path, dest: Path, member_dir: str = config.HANDTRACKJS_MODEL_SUBDIR) -> Path:
-    """Extract only the model folder of the package into dest; returns the model folder."""
+def extract_model(tarball: Path, dest: Path, member_dir: str = config.HANDTRACKJS_MODEL_SUBDIR,
+                  extra_files: tuple[str, ...] = PACKAGE_METADATA) -> Path:
+    """Extract one model folder of the package (plus `extra_files`) into dest; returns the model folder.
+
+    Each piece is unpacked beside dest and renamed into place, so a second model is added to a
+    dest that already holds the first, and an interrupted run leaves nothing half-written.
+    """
     model_dir = dest / member_dir
-    if model_dir.is_dir():
+    wanted = [member_dir, *extra_files]
+    if all((dest / rel).exists() for rel in wanted):
         return model_dir
-    with atomic_path(dest) as tmp:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.extract.") as tmp:
         with tarfile.open(tarball, "r:gz") as tar:
             members = [m for m in tar.getmembers() if m.isfile() and (
-                m.name.startswith(member_dir + "/") or m.name in PACKAGE_METADATA)]
-            if not members:
+                m.name.startswith(member_dir + "/") or m.name in extra_files)]
+            if not any(m.name.startswith(member_dir + "/") for m in members):
                 raise PretrainedFetchError(f"{tarball}: has no {member_dir}/ folder")
             tar.extractall(tmp, members=members, filter="data")
+        for rel in wanted:
+            source, target = Path(tmp) / rel, dest / rel
+            if source.exists() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
     return model_dir
+
+
+def verify_model_folder(model_dir: Path, expected_sha256: str) -> None:
+    """Refuse an extracted model folder whose files are not the pinned ones."""
+    from utils.export.exporter import folder_fingerprint
+
+    actual = folder_fingerprint(model_dir)
+    if actual != expected_sha256:
+        raise PretrainedFetchError(
+            f"{model_dir}: files hash to {actual}, not the pinned {expected_sha256}; delete the folder "
+            f"and run `make model` again")
 
 
 def fetch_handtrackjs_model(cache_dir: Path = config.HANDTRACKJS_CACHE,
@@ -75,3 +98,16 @@ def fetch_handtrackjs_model(cache_dir: Path = config.HANDTRACKJS_CACHE,
     tarball = npm_pack(cache_dir)
     verify_tarball(tarball, expected_sha256)
     return extract_model(tarball, cache_dir / tarball.stem)
+
+
+def fetch_gesture_model(cache_dir: Path = config.HANDTRACKJS_CACHE,
+                        expected_sha256: str = config.HANDTRACKJS_SHA256,
+                        model_sha256: str = config.GESTURE_TFJS_SHA256) -> Path:
+    """The same package's gesture/face model (TF.js graph model) and its src/index.js (the label
+    order), extracted beside the hand model and checksum-verified; returns the model folder."""
+    tarball = npm_pack(cache_dir)
+    verify_tarball(tarball, expected_sha256)
+    model_dir = extract_model(tarball, cache_dir / tarball.stem, config.GESTURE_TFJS_SUBDIR,
+                              PACKAGE_METADATA + (config.HANDTRACKJS_INDEX_JS,))
+    verify_model_folder(model_dir, model_sha256)
+    return model_dir

@@ -26,7 +26,10 @@ def legacy_resize_matrix(width: int, height: int, size: int = config.MODEL_INPUT
 
 
 def preprocess_for_tflite(rgb: np.ndarray, size: int = config.MODEL_INPUT_SIZE) -> np.ndarray:
-    """RGB uint8 [H,W,3] -> float32 [1,size,size,3] in [-1,1], as the original graph's Preprocessor."""
+    """RGB uint8 [H,W,3] -> float32 [1,size,size,3] in [-1,1], as the original graph's Preprocessor.
+
+    `size` is the model's square input (its TFLite input shape): 300 for the hand model, 320 for the
+    gesture model, which resizes the same way (TF1 legacy bilinear, then x*2/255-1)."""
     import cv2
 
     height, width = rgb.shape[:2]

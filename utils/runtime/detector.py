@@ -233,17 +233,20 @@ class TFLiteDetector(HandDetector):
                                      f"({str(exc).splitlines()[0]})") from exc
         inputs = self.runner.get_input_details()
         outputs = self.runner.get_output_details()
-        expected_shape = [1, config.MODEL_INPUT_SIZE, config.MODEL_INPUT_SIZE, 3]
-        if (list(inputs) != [TFLITE_INPUT_NAME] or list(inputs[TFLITE_INPUT_NAME]["shape"]) != expected_shape
-                or sorted(outputs) != sorted(TFLITE_OUTPUTS)):
-            raise _model_error(path, f"TFLite tensors are not {TFLITE_INPUT_NAME}{expected_shape} -> "
+        shape = [int(d) for d in inputs[TFLITE_INPUT_NAME]["shape"]] if TFLITE_INPUT_NAME in inputs else []
+        # The model's own input shape says which square size frames are resized to (300 for the
+        # hand model, 320 for the gesture model): nothing to configure per model.
+        if (list(inputs) != [TFLITE_INPUT_NAME] or len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2]
+                or shape[3] != 3 or sorted(outputs) != sorted(TFLITE_OUTPUTS)):
+            raise _model_error(path, f"TFLite tensors are not {TFLITE_INPUT_NAME}[1,S,S,3] -> "
                                      f"{list(TFLITE_OUTPUTS)}")
         self._input_name = TFLITE_INPUT_NAME
+        self.input_size = shape[1]
 
     def _detect(self, rgb: np.ndarray) -> Detections:
         from utils.runtime.contract import preprocess_for_tflite
 
-        out = self.runner(**{self._input_name: preprocess_for_tflite(_check_rgb(rgb))})
+        out = self.runner(**{self._input_name: preprocess_for_tflite(_check_rgb(rgb), self.input_size)})
         # TFLite_Detection_PostProcess numbers classes from 0 (first non-background class) and does
         # not clip boxes to the image as the graph's NMS does.
         return _detections(np.clip(out["detection_boxes"][0], 0.0, 1.0), out["detection_scores"][0],
