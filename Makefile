@@ -11,8 +11,9 @@ export PYTHONUNBUFFERED := 1
 MODEL_DIR        ?= hand_inference_graph
 # `make test` checks the pretrained model in a folder of its own, never overwriting MODEL_DIR.
 TEST_MODEL_DIR   := $(CURDIR)/.cache/test_model
+# The pretrained TF.js model folder: named in one place, utils/common/config.py (plain python3 reads it).
+HANDTRACKJS_DIR  := $(shell $(PYTHON) -c 'from utils.common import config; print(config.HANDTRACKJS_MODEL_DIR)')
 HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
-HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
 DEMO_OUTPUT      ?= results/demo.mp4

@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def calibration_reader(sources: list[str], total: int):
     """A re-iterable of RGB frames: `total` split evenly over the sources."""
-    from utils.runtime.frames import iter_rgb_frames
+    from utils.runtime.sources import iter_rgb_frames
 
     per_source = max(1, total // len(sources))
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.export.exporter import export_model, is_up_to_date
     from utils.export.tfjs import TfjsModelError
-    from utils.runtime.frames import FrameSourceError
+    from utils.runtime.sources import SourceError
 
     calibration = [] if args.no_int8 else (args.calibration or default_calibration_sources())
     for src in calibration:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         core, anchors, class_names = load()
         reader = calibration_reader(calibration, args.calibration_frames) if calibration else None
         manifest = export_model(core, anchors, class_names, args.output_directory, source, reader)
-    except (TfjsModelError, FrameSourceError, OSError, ValueError) as exc:
+    except (TfjsModelError, SourceError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, meta in manifest["files"].items():

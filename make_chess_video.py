@@ -25,7 +25,7 @@ from utils.common.errors import UserError
 from utils.common.fileio import atomic_path, check_output_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.data.egohands import LABELLED_DIR
-from utils.runtime.sources import natural_key
+from utils.runtime.sources import decode_image, natural_key
 
 DEFAULT_OUTPUT = config.VIDEOS_DIR / "chess.mov"
 DEFAULT_FPS = 10.0
@@ -79,7 +79,7 @@ def decoded(frames: list[tuple[str, Callable[[], bytes]]], warn: Callable[[str],
 
     size = None
     for label, read in frames:
-        bgr = cv2.imdecode(np.frombuffer(read(), np.uint8), cv2.IMREAD_COLOR)
+        bgr = decode_image(read())
         if bgr is None:
             warn(f"{label}: not a decodable image; skipped")
             continue

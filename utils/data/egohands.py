@@ -13,7 +13,6 @@ import io
 import random
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
+from utils.common.fileio import atomic_path, unwritable_reason
 from utils.data.jpeg import JpegHeaderError, jpeg_size
-from utils.common.fileio import atomic_path
 
 # The original project's download URL. The server may now redirect elsewhere; the Internet Archive
 # keeps a byte-identical copy (EGOHANDS_MIRROR_URL), usable with --url.
@@ -323,14 +322,15 @@ def images_path(output_dir: Path, split: str) -> Path:
 
 
 def ensure_writable_dir(path: Path, flag: str = "--output-dir") -> None:
-    """Create `path` and prove a file can be written there, before any long work starts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise EgoHandsError(f"{path}: cannot write output here ({exc.strerror or exc}); "
-                            f"choose another {flag}") from exc
+    """Create `path` if it can be written, before any long work starts (fileio.unwritable_reason)."""
+    reason = unwritable_reason(path)
+    if reason is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    if reason is not None:
+        raise EgoHandsError(f"{path}: cannot write output here ({reason}); choose another {flag}")
 
 
 def _remove_stale_temps(final_path: Path) -> None:
