@@ -13,6 +13,8 @@ from pathlib import Path
 
 from utils.common import config
 
+PROG = Path(__file__).name
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,13 +27,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.export.pretrained import PretrainedFetchError, fetch_handtrackjs_model
+    from utils.common.errors import UserError, report
+    from utils.export.pretrained import fetch_handtrackjs_model
 
     try:
         model_dir = fetch_handtrackjs_model(args.cache_dir, args.sha256)
-    except (PretrainedFetchError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # PretrainedFetchError
+        return report(PROG, exc)
+    except OSError as exc:
+        return report(PROG, UserError(f"{exc.filename or args.cache_dir}: {exc.strerror or exc}; "
+                                      f"check --cache-dir"))
     print(model_dir)
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.errors import UserError
+from utils.common.errors import UserError, report
 from utils.common.fileio import atomic_path, check_output_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.data.egohands import LABELLED_DIR
@@ -36,7 +36,7 @@ _ZIP_MEMBER = re.compile(rf"(?:^|/){LABELLED_DIR}/([^/]+)/(frame_\d+\.jpe?g)$", 
 _IMAGE_NAME = re.compile(r"^(.+)_(frame_\d+\.jpe?g)$", re.I)
 
 
-class ChessVideoError(ValueError):
+class ChessVideoError(UserError):
     """Bad input: printed as one line."""
 
 
@@ -159,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if not frames:
             raise ChessVideoError(f"{where}: no frames of videos named {args.video}*; check --video")
         count = write_video(decoded(frames, warn), args.output, args.fps)
-    except (ChessVideoError, UserError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    except UserError as exc:  # ChessVideoError, an unwritable --output, ...
+        return report(prog, exc)
     print(f"wrote {args.output}: {count} frames at {args.fps:g} fps ({count / args.fps:.1f} s)")
     return 0
 

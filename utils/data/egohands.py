@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.common.errors import UserError
 from utils.common import config
 from utils.common.fileio import atomic_path, unwritable_reason
 from utils.data.jpeg import JpegHeaderError, jpeg_size
@@ -48,7 +49,7 @@ _MIN_AREA2 = 1e-9
 _MEMBER_RE = re.compile(rf"^(?:.*/)?{LABELLED_DIR}/([^/]+)/([^/]+)$")
 
 
-class EgoHandsError(Exception):
+class EgoHandsError(UserError):
     """Bad EgoHands input or output location; the message names the file and what to do."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from utils.common.errors import UserError
 from utils.common import config
 from utils.data.jpeg import jpeg_is_complete, jpeg_size
 from utils.common.fileio import atomic_path
@@ -47,7 +48,7 @@ _BATCH = 16  # images per worker task: fewer round trips, still a smooth progres
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
 
 
-class TFRecordError(Exception):
+class TFRecordError(UserError):
     """Bad CSV row, image or output location; the message names the file and what to do."""
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from utils.common.errors import UserError
+
 if TYPE_CHECKING:  # TensorFlow is imported lazily: nothing heavy at import time.
     from tensorflow.core.framework.graph_pb2 import GraphDef
 
@@ -27,7 +29,7 @@ ANCHORS_NODE = "Postprocessor/ExpandDims"  # Const [1,1917,4] corner-form anchor
 _DTYPES = {"float32": np.float32, "int32": np.int32}
 
 
-class TfjsModelError(ValueError):
+class TfjsModelError(UserError):
     """A TF.js model folder that cannot be converted."""
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import UserError
 from utils.common.fileio import sha256_of, sha256_of_files
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ INIT_CHOICES = ("pretrained", "random", "imagenet")
 _FEATURES = "FeatureExtractor/MobilenetV2"
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A checkpoint, run folder or weight source that does not fit this model."""
 
 
