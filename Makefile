@@ -11,11 +11,12 @@ export PYTHONUNBUFFERED := 1
 MODEL_DIR        ?= hand_inference_graph
 # `make test` checks the pretrained model in a folder of its own, never overwriting MODEL_DIR.
 TEST_MODEL_DIR   := $(CURDIR)/.cache/test_model
+# The pretrained TF.js model folder: named in one place, utils/common/config.py (plain python3 reads it).
+HANDTRACKJS_DIR  := $(shell $(PYTHON) -c 'from utils.common import config; print(config.HANDTRACKJS_MODEL_DIR)')
 HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
-HANDTRACKJS_DIR  := .cache/handtrackjs/handtrackjs-0.1.5/package/models/web/ssdlitemobilenetv2
 # The same package's 7-class gesture/face model, exported beside the hand model (README "Gesture model").
 GESTURE_DIR      ?= gesture_inference_graph
-GESTURE_TFJS_DIR := .cache/handtrackjs/handtrackjs-0.1.5/package/models/webmodel/ssd320fpnlite/base
+GESTURE_TFJS_DIR := $(shell $(PYTHON) -c 'from utils.common import config; print(config.GESTURE_TFJS_DIR)')
 TEST_GESTURE_DIR := $(CURDIR)/.cache/test_gesture_model
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT
+from utils.common.errors import UserError, report
 from utils.common.fileio import atomic_path, atomic_write_text
 from utils.common.signals import interruptible
 from utils.runtime import detector as detector_utils
 from utils.runtime.loop import FrameProcessor, FrameStream, cpu_count, frame_record, run, threads_per_detector
-from utils.runtime.sources import SourceError, SourceFrame, open_source
+from utils.runtime.sources import SourceFrame, open_source
 
 DEFAULT_REPEATS = 3
 INTERPRETER_FRAMES = 100            # frames per interpreter timing
@@ -469,14 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     prog = parser.prog
     missing = [name for _, name in BACKEND_MODELS if not (args.model_dir / name).exists()]
     if missing:
-        print(f"{prog}: error: {args.model_dir}: missing {', '.join(missing)}; run `make model` first",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return report(prog, UserError(f"{args.model_dir}: missing {', '.join(missing)}; run `make model` first"))
     try:
         rgb0 = first_frame(args.source, args.width, args.height)
-    except SourceError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except UserError as exc:  # SourceError
+        return report(prog, exc)
 
     cores = cpu_count()
     default_model = detector_utils.default_model_path(args.model_dir)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -87,20 +86,15 @@ def format_table(metrics: dict) -> str:
 
 @interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from utils.common.errors import UserError
-    from utils.common.fileio import atomic_write_text, check_distinct_paths
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from utils.common.errors import UserError, report
+    from utils.common.fileio import atomic_write_text, check_distinct_paths, check_writable_dir
     from utils.evaluation.samples import EvalDataError, choose_class_mode, evaluate_detector, plot_pr_curve
-    from utils.runtime.detector import ModelLoadError, load_inference_graph
+    from utils.runtime.detector import load_inference_graph
 
-    try:  # fail before the evaluation, not after it
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.output_dir).close()
-    except OSError as exc:
-        print(f"error: {args.output_dir}: output folder not writable ({exc.strerror}); pass --output-dir",
-              file=sys.stderr)
-        return 2
     try:
+        check_writable_dir(args.output_dir, "--output-dir")  # fail before the evaluation, not after it
         samples, source = load_samples(args)
         if not samples:
             hint = (f" matching --only {args.only!r}" if args.only else "" if args.labels or args.records
@@ -120,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{detector.path} ({detector.backend}) on {len(samples)} images from {source}; {why}")
         start = time.monotonic()
         metrics = evaluate_detector(detector, samples, agnostic, progress=not args.no_progress)
-    except (UserError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # EvalDataError, ModelLoadError, ...
+        return report(parser.prog, exc)
     result = {"model": str(detector.path), "backend": detector.backend, "classes": detector.class_names,
               "source": source, "class_agnostic": agnostic, "seconds": round(time.monotonic() - start, 1),
               **metrics}

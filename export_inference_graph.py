@@ -33,6 +33,7 @@ EXPORTER_CODE = [config.ROOT / "export_inference_graph.py", config.ROOT / "utils
                  config.ROOT / "utils" / "export" / "tfjs.py", config.ROOT / "utils" / "runtime" / "contract.py"]
 EXPECTED_FILES = [config.LABEL_MAP_NAME, config.FROZEN_GRAPH_NAME, config.SAVED_MODEL_NAME,
                   config.TFLITE_FP32_NAME]
+PROG = Path(__file__).name
 
 
 def default_calibration_sources() -> list[str]:
@@ -72,7 +73,7 @@ def package_root_of(folder: Path, levels: int = 5) -> Path | None:
 
 def calibration_reader(sources: list[str], total: int):
     """A re-iterable of RGB frames: `total` split evenly over the sources."""
-    from utils.runtime.frames import iter_rgb_frames
+    from utils.runtime.sources import iter_rgb_frames
 
     per_source = max(1, total // len(sources))
 
@@ -116,16 +117,14 @@ def load_source(args: argparse.Namespace):
 @interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from utils.common.errors import UserError, report
     from utils.export.exporter import export_model, is_up_to_date
-    from utils.export.tfjs import TfjsModelError
-    from utils.runtime.frames import FrameSourceError
 
     calibration = [] if args.no_int8 else (args.calibration or default_calibration_sources())
     for src in calibration:
         if not any(ch in src for ch in "*?[") and not Path(src).exists():
-            print(f"error: {src}: calibration source not found; pass --calibration with real hand frames "
-                  f"or --no-int8", file=sys.stderr)
-            return 2
+            return report(PROG, UserError(f"{src}: calibration source not found; pass --calibration with real "
+                                          f"hand frames or --no-int8"))
     try:
         source, load = load_source(args)
         source["calibration"] = {"sources": [Path(s).name for s in calibration],
@@ -137,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         core, anchors, class_names = load()
         reader = calibration_reader(calibration, args.calibration_frames) if calibration else None
         manifest = export_model(core, anchors, class_names, args.output_directory, source, reader)
-    except (TfjsModelError, FrameSourceError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (UserError, OSError, ValueError) as exc:  # TfjsModelError, SourceError, ModelError; TF's own
+        return report(PROG, exc)
     for name, meta in manifest["files"].items():
         print(f"  {name:50s} {meta['bytes']:>10,d} bytes")
     print(f"exported to {args.output_directory}")

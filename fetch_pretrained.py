@@ -16,6 +16,8 @@ from pathlib import Path
 from utils.common import config
 from utils.common.signals import interruptible
 
+PROG = Path(__file__).name
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,15 +33,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @interruptible(Path(__file__).name)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.export.pretrained import PretrainedFetchError, fetch_gesture_model, fetch_handtrackjs_model
+    from utils.common.errors import UserError, report
+    from utils.export.pretrained import fetch_gesture_model, fetch_handtrackjs_model
 
     try:
-        print(fetch_handtrackjs_model(args.cache_dir, args.sha256))
+        model_dirs = [fetch_handtrackjs_model(args.cache_dir, args.sha256)]
         if not args.no_gesture:
-            print(fetch_gesture_model(args.cache_dir, args.sha256))
-    except (PretrainedFetchError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            model_dirs.append(fetch_gesture_model(args.cache_dir, args.sha256))
+    except UserError as exc:  # PretrainedFetchError
+        return report(PROG, exc)
+    except OSError as exc:
+        return report(PROG, UserError(f"{exc.filename or args.cache_dir}: {exc.strerror or exc}; "
+                                      f"check --cache-dir"))
+    for model_dir in model_dirs:
+        print(model_dir)
     return 0
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint
+from utils.common.errors import UserError, pass_hint, report
 from utils.common.fileio import atomic_path, check_distinct_paths, check_output_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.common.signals import interruptible
 from utils.data.egohands import LABELLED_DIR
-from utils.runtime.sources import natural_key
+from utils.runtime.sources import decode_image, natural_key
 
 DEFAULT_OUTPUT = config.VIDEOS_DIR / "chess.mov"
 DEFAULT_FPS = 10.0
@@ -37,7 +37,7 @@ _ZIP_MEMBER = re.compile(rf"(?:^|/){LABELLED_DIR}/([^/]+)/(frame_\d+\.jpe?g)$", 
 _IMAGE_NAME = re.compile(r"^(.+)_(frame_\d+\.jpe?g)$", re.I)
 
 
-class ChessVideoError(ValueError):
+class ChessVideoError(UserError):
     """Bad input: printed as one line."""
 
 
@@ -82,7 +82,7 @@ def decoded(frames: list[tuple[str, Callable[[], bytes]]], warn: Callable[[str],
 
     size = None
     for label, read in frames:
-        bgr = cv2.imdecode(np.frombuffer(read(), np.uint8), cv2.IMREAD_COLOR)
+        bgr = decode_image(read())
         if bgr is None:
             warn(f"{label}: not a decodable image; skipped")
             continue
@@ -165,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         if not frames:
             raise ChessVideoError(f"{where}: no frames of videos named {args.video}*; check --video")
         count = write_video(decoded(frames, warn), args.output, args.fps)
-    except (ChessVideoError, UserError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except UserError as exc:  # ChessVideoError, an unwritable --output, ...
+        return report(prog, exc)
     print(f"wrote {args.output}: {count} frames at {args.fps:g} fps ({count / args.fps:.1f} s)")
     return 0
 

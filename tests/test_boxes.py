@@ -1,11 +1,8 @@
 import numpy as np
-import pytest
 
 from utils.common.boxes import (
     box_areas,
-    clip_pixels,
     iou_matrix,
-    non_max_suppression,
     normalized_to_pixels,
     pixels_to_normalized,
 )
@@ -21,7 +18,6 @@ def test_normalized_pixels_round_trip():
 def test_conversions_clip_to_the_image():
     np.testing.assert_allclose(normalized_to_pixels([[-0.1, -0.2, 1.3, 0.5]], 100, 50), [[0, 0, 50, 50]])
     np.testing.assert_allclose(pixels_to_normalized([[-5, 10, 120, 60]], 100, 50), [[0.2, 0, 1, 1]])
-    np.testing.assert_allclose(clip_pixels([[-5, -1, 120, 60]], 100, 50), [[0, 0, 100, 50]])
 
 
 def test_iou_and_areas():
@@ -31,20 +27,3 @@ def test_iou_and_areas():
     np.testing.assert_allclose(box_areas(b), [100, 100, 100])
     assert iou_matrix(np.zeros((1, 4)), np.zeros((1, 4)))[0, 0] == 0  # degenerate boxes: no NaN
 
-
-def test_nms_matches_tensorflow():
-    tf = pytest.importorskip("tensorflow")
-    rng = np.random.default_rng(0)
-    corners = rng.uniform(0, 1, (200, 2, 2))
-    boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)
-    scores = rng.uniform(0, 1, 200)
-    expected = tf.image.non_max_suppression(boxes.astype(np.float32), scores.astype(np.float32), 50, 0.6).numpy()
-    np.testing.assert_array_equal(non_max_suppression(boxes, scores, 0.6, 50), expected)
-
-
-def test_nms_score_threshold_and_limit():
-    boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 0.95], [2, 2, 3, 3]], float)
-    scores = np.array([0.9, 0.8, 0.1])
-    assert non_max_suppression(boxes, scores, 0.5, 10).tolist() == [0, 2]
-    assert non_max_suppression(boxes, scores, 0.5, 1).tolist() == [0]
-    assert non_max_suppression(boxes, scores, 0.5, 10, score_threshold=0.2).tolist() == [0]

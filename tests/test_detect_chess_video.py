@@ -11,6 +11,7 @@ import pytest
 
 import make_chess_video
 from tests.test_detect_cli import ROOT, read_json_lines, run_script
+from utils.common.errors import EXIT_BAD_INPUT
 
 
 @pytest.mark.timeout(120)
@@ -46,12 +47,12 @@ def test_chess_video_from_the_zip_plays_in_order_and_has_hands(egohands_sample_z
 
 def test_bad_inputs(tmp_path, egohands_sample_zip, capsys):
     out = ["--output", str(tmp_path / "c.mov")]
-    assert make_chess_video.main(["--zip", str(tmp_path / "none.zip"), *out]) == 2
+    assert make_chess_video.main(["--zip", str(tmp_path / "none.zip"), *out]) == EXIT_BAD_INPUT
     assert "none.zip: no such file" in capsys.readouterr().err
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
-    assert make_chess_video.main(["--zip", str(tmp_path / "bad.zip"), *out]) == 2
+    assert make_chess_video.main(["--zip", str(tmp_path / "bad.zip"), *out]) == EXIT_BAD_INPUT
     assert "bad.zip: not a readable zip" in capsys.readouterr().err
-    assert make_chess_video.main(["--zip", str(egohands_sample_zip), "--video", "NOPE", *out]) == 2
+    assert make_chess_video.main(["--zip", str(egohands_sample_zip), "--video", "NOPE", *out]) == EXIT_BAD_INPUT
     assert "no frames of videos named NOPE*" in capsys.readouterr().err
     assert not (tmp_path / "c.mov").exists()
 

@@ -1,4 +1,4 @@
-"""Bad input to the detector scripts: one clear line on stderr, exit status != 0, nothing half-written."""
+"""Bad input to the detector scripts: one clear line on stderr, exit status 2, nothing half-written."""
 from __future__ import annotations
 
 import re
@@ -12,6 +12,7 @@ import detect_multi_threaded
 import detect_single_threaded
 from utils import detector_utils
 from utils.common import config
+from utils.common.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from utils.detector_utils import Detections
 from utils.runtime import detector as runtime_detector
 
@@ -63,7 +64,7 @@ def test_bad_input_is_one_line_and_a_failure(script, make_args, expected, tmp_pa
         argv += ["--output", str(tmp_path / "out" / "video.mp4")]
     if "--json" not in argv:
         argv += ["--json", str(tmp_path / "out" / "lines.jsonl")]
-    assert script.main(argv) == 2
+    assert script.main(argv) == EXIT_BAD_INPUT
     assert re.search(expected, _error_line(capfd))
     assert not list((tmp_path / "out").iterdir()), "nothing may be written on error"
 
@@ -71,7 +72,7 @@ def test_bad_input_is_one_line_and_a_failure(script, make_args, expected, tmp_pa
 def test_display_without_a_screen_is_refused_before_any_work(script, hand_video, monkeypatch, capfd):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert script.main(["--source", str(hand_video), "--display", "1"]) == 2
+    assert script.main(["--source", str(hand_video), "--display", "1"]) == EXIT_BAD_INPUT
     assert "DISPLAY is not set; use --display 0" in _error_line(capfd)
 
 
@@ -85,7 +86,7 @@ def test_exit_status_of_the_real_process(tmp_path):
     result = subprocess.run([sys.executable, "detect_multi_threaded.py", "--source", str(tmp_path / "no.mp4"),
                              "--display", "0"], cwd=config.ROOT, capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == EXIT_BAD_INPUT
     assert result.stderr.strip().endswith("no.mp4: no such file or folder; pass a camera index, a video "
                                           "file, a stream URL, an image, or a folder or glob of images")
 
@@ -109,7 +110,7 @@ def test_a_worker_error_is_reported_never_swallowed(hand_video, tmp_path, monkey
     monkeypatch.setattr(runtime_detector, "load_inference_graph", lambda path, threads=None: _FailingDetector())
     argv = ["--source", str(hand_video), "--display", "0", "--num-workers", "2", "--model", "fake.tflite",
             "--json", str(tmp_path / "x.jsonl"), "--output", str(tmp_path / "x.mp4")]
-    assert detect_multi_threaded.main(argv) == 1
+    assert detect_multi_threaded.main(argv) == EXIT_FAILED  # a crash, not bad input
     err = capfd.readouterr().err
     assert "Traceback" in err and "RuntimeError: interpreter exploded" in err
     assert re.fullmatch(r"detect_multi_threaded\.py: error: worker \d failed: "

@@ -101,3 +101,34 @@ def test_detect_keeps_the_best_hands_above_min_score(model_dir, chess_sample):
     assert len(detector.detect(frame, min_score=0.999999)) == 3  # a Detections tuple, maybe empty
     assert len(detector.detect(frame, min_score=0.999999).scores) == 0
     assert len(detector.detect(frame, max_hands=0).scores) == 0
+
+
+def test_webcam_video_stream_is_imutils_with_a_frame_index(hand_video):
+    from imutils.video import WebcamVideoStream as ImutilsStream
+
+    stream = detector_utils.WebcamVideoStream(str(hand_video), width=320, height=240)
+    assert isinstance(stream, ImutilsStream)
+    first_index, first = stream.read_indexed()
+    assert first_index == 0 and first.shape[2] == 3 and stream.size()[0] > 0
+    stream.start()
+    stream._thread.join(60)  # a file ends; a camera would run until stop()
+    index, last = stream.read_indexed()
+    assert index == 377 and last is None and stream.read() is None  # hand_desk.mp4: 378 frames, then the end
+    stream.stop()
+    assert not stream.stream.isOpened()
+
+
+def test_a_tflite_model_loads_and_runs_without_tensorflow(model_dir):
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from utils import detector_utils\n"
+            f"d = detector_utils.load_inference_graph({str(model_dir / config.TFLITE_INT8_NAME)!r})\n"
+            "d.detect(np.zeros((240, 320, 3), np.uint8))\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'imutils') if m in sys.modules)\n"
+            "print('loaded:', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loaded: []"

@@ -19,7 +19,6 @@ from utils.runtime.detector import (  # noqa: F401
     ModelLoadError,
     SavedModelDetector,
     TFLiteDetector,
-    WebcamVideoStream,
     default_model_path,
     detect_objects,
     draw_box_on_image,
@@ -27,3 +26,12 @@ from utils.runtime.detector import (  # noqa: F401
     load_inference_graph,
     make_tflite_interpreter,
 )
+
+
+def __getattr__(name: str):
+    """`WebcamVideoStream` (imutils' threaded camera reader) is loaded on first use: imutils loads OpenCV."""
+    if name == "WebcamVideoStream":
+        from utils.runtime.webcam import WebcamVideoStream
+
+        return WebcamVideoStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Box conversions and non-max suppression in NumPy (no TensorFlow needed).
+"""Box conversions and overlaps in NumPy (no TensorFlow needed).
 
 Normalized boxes are (ymin, xmin, ymax, xmax) in [0, 1], the TF Object Detection API's order;
 pixel boxes are (xmin, ymin, xmax, ymax), the order of the CSVs and of OpenCV drawing.
@@ -26,14 +26,6 @@ def clip_normalized(boxes: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
 
 
-def clip_pixels(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Clip (xmin,ymin,xmax,ymax) pixel boxes to the image."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-    return boxes
-
-
 def box_areas(boxes: np.ndarray) -> np.ndarray:
     """Areas of [N,4] boxes in either corner order (both orders are min,min,max,max)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -50,18 +42,3 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
-
-def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-                        max_output: int, score_threshold: float = -np.inf) -> np.ndarray:
-    """Greedy NMS, the same rule as tf.image.non_max_suppression. Returns kept indices, best first."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    order = order[scores[order] > score_threshold]
-    keep: list[int] = []
-    while order.size and len(keep) < max_output:
-        best = order[0]
-        keep.append(int(best))
-        overlaps = iou_matrix(boxes[best], boxes[order[1:]])[0]
-        order = order[1:][overlaps <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)

@@ -157,11 +157,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in chunks (the one sha256 helper)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of_files(paths: Iterable[Path], root: Path | None = None) -> str:
+    """One sha256 over several files, in the given order: each file's name (relative to `root`, else
+    its own name) and its sha256. A fingerprint that changes when any file, or the set, changes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = Path(path).relative_to(root).as_posix() if root is not None else Path(path).name
+        digest.update(name.encode() + b"\0" + sha256_of(path).encode())
     return digest.hexdigest()
 
 

@@ -12,13 +12,14 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from utils.common.errors import UserError
 from utils.common.fileio import atomic_write_text
 
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.S)
 _FIELD_RE = re.compile(r"(\w+)\s*:\s*(?:'([^']*)'|\"([^\"]*)\"|(\S+))")
 
 
-class LabelMapError(ValueError):
+class LabelMapError(UserError):
     """A label map file that cannot be read."""
 
 

@@ -5,7 +5,6 @@ renamed to `dest` only once its size (and sha256, when one is given) match, so `
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from utils.common.errors import UserError
+from utils.common.fileio import sha256_of
 
 _CHUNK = 1 << 20
 
@@ -23,14 +23,6 @@ class DownloadError(UserError):
     """A download that failed or does not verify; the message says whether a re-run resumes it."""
 
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-
-
-def file_sha256(path: str | Path, chunk: int = _CHUNK) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def part_path(dest: str | Path) -> Path:
@@ -46,7 +38,7 @@ def verify_file(path: Path, expected_size: int | None, sha256: str | None) -> st
                             "again, or pass --expected-size 0 if the file is known to be good")
     if sha256 is None:
         return ""
-    actual = file_sha256(path)
+    actual = sha256_of(path)
     if actual != sha256.lower():
         raise DownloadError(f"{path}: sha256 {actual} differs from the expected {sha256}; the file is "
                             "corrupt or a different version: delete it and download again")
@@ -85,7 +77,7 @@ def download(url: str, dest: str | Path, expected_size: int | None = None, sha25
         part.unlink(missing_ok=True)
         raise
     if sha256 is None:  # nothing pinned: show the checksum so it can be pinned with --sha256
-        print(f"{dest}: sha256 {file_sha256(part)} (not checked; pass --sha256 to pin it)", file=sys.stderr)
+        print(f"{dest}: sha256 {sha256_of(part)} (not checked; pass --sha256 to pin it)", file=sys.stderr)
     os.replace(part, dest)
     return dest
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from utils.common.errors import UserError
+
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 # Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
@@ -15,7 +17,7 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
 
 
-class JpegHeaderError(ValueError):
+class JpegHeaderError(UserError):
     """Bytes that are not a readable JPEG header."""
 
 

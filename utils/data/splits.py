@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.errors import UserError
-from utils.common.fileio import atomic_outputs
+from utils.common.fileio import atomic_outputs, unwritable_reason
 from utils.data.labels_csv import write_labels_csv
 
 SPLITS = ("train", "test", "eval")
@@ -36,13 +35,15 @@ def images_path(output_dir: str | Path, split: str) -> Path:
 
 
 def ensure_writable_dir(path: Path, flag: str = "--output-dir", error: type[UserError] = OutputError) -> None:
-    """Create `path` and prove a file can be written there, before any long work starts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise error(f"{path}: cannot write output here ({exc.strerror or exc}); choose another {flag}") from exc
+    """Create `path` if files can be written there (fileio.unwritable_reason), before any long work starts."""
+    reason = unwritable_reason(path)
+    if reason is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    if reason is not None:
+        raise error(f"{path}: cannot write output here ({reason}); choose another {flag}")
 
 
 @dataclass

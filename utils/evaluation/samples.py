@@ -18,6 +18,7 @@ import numpy as np
 from utils.common import config
 from utils.common.boxes import normalized_to_pixels
 from utils.common.errors import UserError
+from utils.runtime.sources import decode_image
 
 CSV_COLUMNS = config.LABELS_CSV_COLUMNS
 
@@ -38,12 +39,10 @@ class LabelledImage:
 
 
 def _decode_rgb(data: bytes, name: str) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_image(data, rgb=True)
+    if rgb is None:
         raise EvalDataError(f"{name}: not a decodable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def _image_reader(images: Path) -> Callable[[str], Callable[[], np.ndarray]]:

@@ -9,7 +9,6 @@ load either the same way.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from utils.common import config
-from utils.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text, sha256_of
+from utils.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text, sha256_of, sha256_of_files
 from utils.runtime.contract import TFLITE_INPUT_NAME, TFLITE_OUTPUTS, preprocess_for_tflite
 
 if TYPE_CHECKING:
@@ -238,17 +237,11 @@ def write_manifest(model_dir: Path, source: dict, preprocessing: dict | None = N
 
 def code_fingerprint(paths: Sequence[Path]) -> str:
     """sha256 over source files: a change to the exporter invalidates what it built."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
+    return sha256_of_files(paths)
 
 
 def folder_fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_of(path).encode())
-    return digest.hexdigest()
+    return sha256_of_files(sorted(p for p in Path(folder).rglob("*") if p.is_file()), root=Path(folder))
 
 
 def is_up_to_date(model_dir: Path, source: dict, expected_files: Sequence[str]) -> bool:

@@ -9,12 +9,13 @@ import tempfile
 from pathlib import Path
 
 from utils.common import config
+from utils.common.errors import UserError
 from utils.common.fileio import sha256_of
 
 PACKAGE_METADATA = ("package/package.json", "package/LICENSE")
 
 
-class PretrainedFetchError(RuntimeError):
+class PretrainedFetchError(UserError):
     """npm missing, the download failing, or a tarball that is not the pinned one."""
 
 

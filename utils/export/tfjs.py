@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from utils.common.errors import UserError
+
 if TYPE_CHECKING:  # TensorFlow is imported lazily: nothing heavy at import time.
     from tensorflow.core.framework.graph_pb2 import GraphDef
 
@@ -47,7 +49,7 @@ _DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16, "uin
            "uint16": np.uint16}
 
 
-class TfjsModelError(ValueError):
+class TfjsModelError(UserError):
     """A TF.js model folder that cannot be converted."""
 
 

@@ -5,7 +5,8 @@
            -> outputs.Presenter (--output video, --json lines, window with FPS) -> outputs.Summary
 
 Everything that can be checked (options, output paths, the display, the source, the model) is
-checked before any work; bad input is one line on stderr and a failure exit status.
+checked before any work; bad input is one line on stderr and exit status 2 (errors.EXIT_BAD_INPUT),
+a crashed worker its traceback and 1, Ctrl-C 130 with the outputs kept.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import threading
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError
+from utils.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError, report
 from utils.common.fileio import check_distinct_paths, check_output_path, is_stream_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
 from utils.common.signals import sigterm_as_ctrl_c, stop_on_signal
@@ -37,7 +38,6 @@ from utils.runtime.sources import input_files, open_source
 
 SINGLE_TITLE = "Single-Threaded Detection"  # the original's window titles
 MULTI_TITLE = "Multi-Threaded Detection"
-EXIT_ERROR = 1                              # a bug or a crashed worker (traceback printed)
 # Larger frames only exhaust memory (--width 100000 asks for 30 GB per frame); 8192 covers 8K video.
 MAX_FRAME_SIDE = 8192
 
@@ -226,22 +226,21 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
                             queue_size=args.queue_size, stop=stop, tracker=tracker)
                 if stats.stopped_by != STOPPED_BY_QUIT:
                     window.linger(args.linger)
-    except (UserError, detector_utils.ModelLoadError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except PipelineError as exc:
+    except UserError as exc:  # a source, model, output path or display the user can fix
+        return report(prog, exc)
+    except PipelineError as exc:  # a crash inside a worker: its traceback, then one line
         print(exc.traceback_text, end="", file=sys.stderr)
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_FAILED
     except KeyboardInterrupt as exc:  # before the loop started, or a second Ctrl-C / SIGTERM
         print(f"{prog}: interrupted{f' by {exc}' if str(exc) else ''}; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     if stats.stopped_by == STOPPED_BY_CTRL_C and stopped_by:
         stats.stopped_by = stopped_by[0]  # "Ctrl-C" or "SIGTERM"
     # The summary goes to stderr when the JSON lines go to stdout.
-    report = sys.stderr if args.json is not None and is_stream_path(args.json) else sys.stdout
-    print(Summary(title, stats, details).line(), file=report, flush=True)
+    summary_to = sys.stderr if args.json is not None and is_stream_path(args.json) else sys.stdout
+    print(Summary(title, stats, details).line(), file=summary_to, flush=True)
     for path in (args.output, args.json):
         if path is not None and path.is_file():
-            print(f"wrote {path}", file=report)
+            print(f"wrote {path}", file=summary_to)
     return EXIT_INTERRUPTED if stopped_by else 0

@@ -10,7 +10,6 @@ The seed's helpers (`detect_objects`, `draw_box_on_image`, `draw_fps_on_image`,
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,54 +335,10 @@ def draw_fps_on_image(fps: float | str, image_np: np.ndarray) -> None:
                 cv2.FONT_HERSHEY_SIMPLEX, 0.75, BOX_COLOR_BGR, 2)
 
 
-class WebcamVideoStream:
-    """Read a camera on its own thread, keeping only the newest frame (no lag build-up)."""
+def __getattr__(name: str) -> Any:
+    """`WebcamVideoStream` is loaded on first use: it is imutils' class, and imutils loads OpenCV."""
+    if name == "WebcamVideoStream":
+        from utils.runtime.webcam import WebcamVideoStream
 
-    def __init__(self, src: int | str = 0, width: int = config.DEFAULT_WIDTH,
-                 height: int = config.DEFAULT_HEIGHT):
-        import cv2
-
-        self.stream = cv2.VideoCapture(src)
-        if not self.stream.isOpened():
-            raise OSError(f"camera {src!r}: cannot open it; check the index and that no other program uses it")
-        self.stream.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-        self.stream.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-        self.grabbed, self.frame = self.stream.read()
-        self.frame_index = 0 if self.grabbed else -1
-        self.stopped = False
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "WebcamVideoStream":
-        self._thread = threading.Thread(target=self.update, name="camera-reader", daemon=True)
-        self._thread.start()
-        return self
-
-    def update(self) -> None:
-        while not self.stopped:
-            grabbed, frame = self.stream.read()
-            with self._lock:
-                self.grabbed = grabbed
-                if grabbed:
-                    self.frame, self.frame_index = frame, self.frame_index + 1
-            if not grabbed:
-                self.stopped = True
-
-    def read(self) -> np.ndarray | None:
-        with self._lock:
-            return self.frame if self.grabbed else None
-
-    def read_indexed(self) -> tuple[int, np.ndarray | None]:
-        """(index, frame): the index tells a caller whether the frame is new."""
-        with self._lock:
-            return self.frame_index, (self.frame if self.grabbed else None)
-
-    def size(self) -> tuple[float, float]:
-        import cv2
-        return self.stream.get(cv2.CAP_PROP_FRAME_WIDTH), self.stream.get(cv2.CAP_PROP_FRAME_HEIGHT)
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        self.stream.release()
+        return WebcamVideoStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

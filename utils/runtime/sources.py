@@ -5,6 +5,10 @@ or a folder / glob of images.
         for frame in source.frames():          # SourceFrame(index, timestamp, bgr, name, error)
             ...
 
+    for rgb in iter_rgb_frames("clip.mp4", limit=100):   # frames as data (int8 calibration):
+        ...                                               # evenly spread, also from an EgoHands zip
+
+`decode_image` is the one image decoder (sources, calibration, evaluation, make_chess_video.py).
 `open_source` fails early with a `SourceError` whose message names the source and what to do;
 it also reads the first frame, so a file that opens but decodes nothing is refused before any work.
 A frame that cannot be decoded (a corrupt image in a folder) comes through with `bgr=None` and an
@@ -16,6 +20,7 @@ import contextlib
 import glob
 import re
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.errors import UserError
-from utils.common.media import IMAGE_SUFFIXES
+from utils.common.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 # Stream schemes that deliver frames in real time (a reader must drop stale frames, not queue them).
 # An http(s) URL may be a plain file, so it is read frame by frame like one.
@@ -40,6 +45,17 @@ _WHAT_TO_PASS = "pass a camera index, a video file, a stream URL, an image, or a
 
 class SourceError(UserError):
     """A source that does not exist, cannot be opened or yields no frame."""
+
+
+def decode_image(data: bytes, rgb: bool = False) -> np.ndarray | None:
+    """Encoded image bytes (JPEG, PNG, BMP) -> uint8 BGR (or RGB), None when they do not decode.
+    imdecode on bytes, not imread: it also handles non-ASCII paths and never prints."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is not None and rgb:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 @dataclass(frozen=True)
@@ -159,12 +175,9 @@ class ImageFilesSource(FrameSource):
         self.description = description
 
     def frames(self) -> Iterator[SourceFrame]:
-        import cv2
-
         for index, path in enumerate(self.files):
             try:
-                # imdecode on bytes, not imread: it also handles non-ASCII paths and never prints.
-                bgr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+                bgr = decode_image(path.read_bytes())
                 error = None if bgr is not None else "not a decodable image"
             except OSError as exc:
                 bgr, error = None, f"cannot read it ({exc.strerror or exc})"
@@ -237,3 +250,58 @@ def fit_frame(bgr: np.ndarray, width: int, height: int, flip: bool = False) -> n
     if flip:
         bgr = cv2.flip(bgr, 1)
     return bgr
+
+
+# --- Frames as data (int8 calibration) -----------------------------------------------------------
+
+def _spread(items: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spread (so calibration sees a whole video, not its start)."""
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
+def _decoded_rgb(data: bytes, name: str) -> np.ndarray:
+    rgb = decode_image(data, rgb=True)
+    if rgb is None:
+        raise SourceError(f"{name}: not a decodable image")
+    return rgb
+
+
+def iter_rgb_frames(source: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a video, an image, a folder or glob of images, or an EgoHands zip: at most
+    `limit`, evenly spread over it."""
+    import cv2
+
+    source = str(source)
+    path = Path(source)
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+                for name in _spread(names, limit):
+                    yield _decoded_rgb(archive.read(name), f"{path}:{name}")
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise SourceError(f"{path}: cannot read zip ({exc})") from exc
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        capture = cv2.VideoCapture(source)
+        if not capture.isOpened():
+            raise SourceError(f"{source}: cannot open video")
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
+        wanted = set(_spread(list(range(count)), limit)) if count else None
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if wanted is None or index in wanted:
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+        capture.release()
+    else:
+        files = (sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir()
+                 else [Path(p) for p in sorted(glob.glob(source))])
+        if not files:
+            raise SourceError(f"{source}: no images found (expected a video, an image, a folder or a glob)")
+        for file in _spread(files, limit):
+            yield _decoded_rgb(file.read_bytes(), str(file))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from utils.common.errors import UserError
 from utils.export.exporter import BOX_CODER_SCALES
 
 # Target keys of one example (the model's outputs are compared with these in the loss).
@@ -23,7 +24,7 @@ CLS_WEIGHTS = "cls_weights"   # float32 [A]: 0 for ignored anchors
 BOX_WEIGHTS = "box_weights"   # float32 [A]: 1 for matched anchors
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Missing or empty TFRecords, or a label map that does not fit."""
 
 

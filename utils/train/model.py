@@ -15,7 +15,6 @@ written against tf_keras, and its optimizers cannot update Keras 3 variables.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import UserError
+from utils.common.fileio import sha256_of, sha256_of_files
 
 if TYPE_CHECKING:
     from tensorflow.core.framework.graph_pb2 import GraphDef
@@ -50,7 +51,7 @@ INIT_CHOICES = ("pretrained", "random", "imagenet")
 _FEATURES = "FeatureExtractor/MobilenetV2"
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A checkpoint, run folder or weight source that does not fit this model."""
 
 
@@ -379,11 +380,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
 
 
 def checkpoint_fingerprint(prefix: str) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return sha256_of_files(sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")))
 
 
 def restore_model(prefix: str, num_classes: int):
@@ -418,7 +415,7 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
               "architecture": ARCHITECTURE, "classes": names,
               "checkpoint_sha256": checkpoint_fingerprint(prefix),
-              "model_code_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}  # rebuild on change
+              "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
         model = restore_model(prefix, info["num_classes"])

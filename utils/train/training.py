@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from utils.common import config
+from utils.common.errors import UserError
 
 # Every config key and its default (model-checkpoint/*.yaml override these; nothing else is accepted).
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -84,11 +85,11 @@ EVAL_METRICS_NAME = "eval_metrics.json"
 TRAIN_LOG_NAME = "train.log"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override that does not fit DEFAULT_CONFIG."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """Training that cannot go on (e.g. the loss became NaN)."""
 
 
