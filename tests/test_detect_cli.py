@@ -149,13 +149,10 @@ def test_sigint_stops_multi_threaded_cleanly_with_a_playable_video(hand_video, m
             time.sleep(0.05)
         time.sleep(0.5)
         assert process.poll() is None, "the run ended before it could be interrupted"
-        sent = time.monotonic()
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=10)
-        took = time.monotonic() - sent
+        stdout, stderr = process.communicate(timeout=10)  # a stop that hangs fails here
     finally:
         process.kill()
-    assert took < 2.0, f"took {took:.1f} s to stop"
     assert process.returncode == 130, stderr
     assert "stopped by Ctrl-C" in stdout and "FPS" in stdout
     frames, size = count_video_frames(out)
