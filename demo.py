@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         command, multi = demo_command(args.video, args.model, args.output, args.json, args.camera)
     except UserError as exc:
         return report(prog, exc)
-    script = "detect_multi_threaded.py" if multi else "detect_single_threaded.py"
-    return cli.main(command, multi=multi, prog=script)
+    return cli.main(command, multi=multi, prog=prog)  # errors name the script the user ran
 
 
 if __name__ == "__main__":

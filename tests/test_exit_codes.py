@@ -25,6 +25,12 @@ def bad_input(script: str, tmp: Path) -> list[str]:
     return {
         "bench.py": ["--model-dir", str(missing), "--output-dir", str(tmp)],
         "bench_data.py": ["--zip", str(missing / "egohands_data.zip")],
+        "bench_gesture.py": ["--hand-model", str(missing), "--gesture-model", str(missing)],
+        "demo.py": ["--video", str(missing / "clip.mp4")],
+        "labels_import.py": ["--voc", str(missing), "--output-dir", str(tmp / "out")],
+        "mix_datasets.py": ["egohands", "--egohands-zip", str(missing / "egohands_data.zip"),
+                            "--output-dir", str(tmp / "out")],
+        "oxford_dataset_clean.py": ["--archive", str(missing / "hand_dataset.tar.gz"), "--output-dir", str(tmp)],
         "detect_multi_threaded.py": ["--source", str(missing / "clip.mp4"), "--display", "0"],
         "detect_single_threaded.py": ["--source", str(missing / "clip.mp4"), "--display", "0"],
         "egohands_dataset_clean.py": ["--zip", str(missing / "egohands_data.zip"), "--output-dir", str(tmp)],

@@ -425,11 +425,13 @@ def test_a_truncated_jpeg_is_refused_by_cleaning(egohands_sample_zip, tmp_path, 
 
 # ----------------------------------------------------------------------------- messages for make users
 
-def test_download_failure_names_the_make_variable_under_make(tmp_path):
+def test_download_failure_names_the_make_variable_under_make(tmp_path, monkeypatch):
+    monkeypatch.delenv("MAKELEVEL", raising=False)  # `make test` itself runs under make
     argv = ["egohands_dataset_clean.py", "--url", "http://127.0.0.1:9/egohands_data.zip", "--download-to",
             tmp_path / "e.zip", "--output-dir", tmp_path / "out", "--no-progress"]
     for makelevel, hint in ((None, "--zip PATH"), ("1", "EGOHANDS_ZIP=PATH")):
-        environ = env() if makelevel is None else dict(env(), MAKELEVEL=makelevel)
+        environ = {k: v for k, v in env().items() if k != "MAKELEVEL"}
+        environ = environ if makelevel is None else dict(environ, MAKELEVEL=makelevel)
         result = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, env=environ, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == EXIT_BAD_INPUT
