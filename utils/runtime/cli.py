@@ -27,11 +27,10 @@ from utils.runtime.loop import (
     DEFAULT_QUEUE_SIZE,
     STOPPED_BY_CTRL_C,
     STOPPED_BY_QUIT,
-    FrameProcessor,
     FrameStream,
     cpu_count,
+    make_processors,
     run,
-    threads_per_detector,
 )
 from utils.runtime.multi_model import GESTURE_MODEL, HAND_MODEL, MergeOptions, gesture_model_path, parse_models
 from utils.runtime.outputs import MIN_VIDEO_SIDE, VIDEO_FOURCC, Outputs, Presenter, Summary, Window, check_display
@@ -234,21 +233,17 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
         gesture_path = gesture_model_path(args.gesture_model) if use_gesture else None
         check_outputs(args, model_path, gesture_path)
         workers = args.num_workers if multi else 1
-        running_at_once = workers * (2 if side_by_side else 1)  # interpreters busy at the same time
         with sigterm_as_ctrl_c(), open_source(args.source, args.width, args.height) as source, \
                 contextlib.ExitStack() as closing:
-            detector = detector_utils.load_inference_graph(
-                model_path, threads_per_detector(model_path, running_at_once, args.num_threads))
-            gesture = None if gesture_path is None else detector_utils.load_inference_graph(
-                gesture_path, threads_per_detector(gesture_path, running_at_once, args.num_threads))
-            first = FrameProcessor(detector, args.score_thresh, args.num_hands, gesture,
-                                   MergeOptions(suppress_faces=args.suppress_faces), side_by_side)
-            processors = [first] + [first.clone() for _ in range(workers - 1)]
+            processors = make_processors(model_path, workers, args.score_thresh, args.num_hands, gesture_path,
+                                         MergeOptions(suppress_faces=args.suppress_faces), side_by_side,
+                                         args.num_threads)
             for processor in processors:
                 closing.callback(processor.close)
             frames = FrameStream(source, args.width, args.height, args.flip, args.max_frames, warn,
                                  output_size=args.output_size, detect_every=args.detect_every)
             tracker = make_tracker(args, source.fps)
+            detector, gesture = processors[0].detector, processors[0].gesture
             details = [f"model {detector.path.name} ({detector.backend})"] + ([f"{workers} workers"] if multi
                                                                               else [])
             if gesture is not None:

@@ -60,6 +60,23 @@ def threads_per_detector(model_path: Path, num_workers: int, requested: int = 0)
     return cpu_count()
 
 
+def make_processors(model_path: Path, workers: int, min_score: float, max_hands: int,
+                    gesture_path: Path | None = None, merge_options: Any = None, side_by_side: bool = False,
+                    num_threads: int = 0) -> list["FrameProcessor"]:
+    """One FrameProcessor per worker, each with its own copy of the model(s) (the detectors' and
+    bench.py's way). With a `gesture_path` each frame goes through both models, side by side (two
+    threads per worker) or one after the other; the cores are split between the interpreters that
+    run at the same time."""
+    side_by_side = side_by_side and gesture_path is not None
+    running_at_once = workers * (2 if side_by_side else 1)
+    detector = detector_utils.load_inference_graph(model_path,
+                                                   threads_per_detector(model_path, running_at_once, num_threads))
+    gesture = None if gesture_path is None else detector_utils.load_inference_graph(
+        gesture_path, threads_per_detector(gesture_path, running_at_once, num_threads))
+    first = FrameProcessor(detector, min_score, max_hands, gesture, merge_options, side_by_side)
+    return [first] + [first.clone() for _ in range(workers - 1)]
+
+
 # --- Per-frame work ------------------------------------------------------------------------------
 
 @dataclass
