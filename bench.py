@@ -485,8 +485,9 @@ def models_bench(source: str, model_path: Path, gesture_path: Path, width: int, 
             ModelsRow("single-threaded, hand + gesture, one after the other", False, True),
             ModelsRow("single-threaded loop, hand + gesture side by side (2 threads)", False, True, True),
             ModelsRow(f"multi-threaded, {workers}, hand only", True, False),
-            ModelsRow(f"multi-threaded, {workers}, hand + gesture one after the other in each", True, True),
-            ModelsRow(f"multi-threaded, {workers}, hand + gesture side by side in each (default)", True, True, True)]
+            ModelsRow(f"multi-threaded, {workers}, hand + gesture one after the other in each (default)", True, True),
+            ModelsRow(f"multi-threaded, {workers}, hand + gesture side by side in each (--side-by-side)", True, True,
+                      True)]
     for row in rows:
         row.processors = make_processors(model_path, MODEL_WORKERS if row.multi else 1, config.DEFAULT_SCORE_THRESHOLD,
                                          config.DEFAULT_NUM_HANDS, gesture_path if row.gesture else None,
@@ -516,7 +517,8 @@ def models_markdown(rows: list[ModelsRow], hand_name: str, gesture_name: str) ->
     lines = [f"## Two models: hand + gesture (`--models hand,gesture`), {hand_name} + {gesture_name}", "",
              "The gesture/face model runs on every frame beside the hand model and their boxes are merged; "
              "'side by side' runs the gesture model on a second thread of the same worker while the hand "
-             "model runs. x hand only: against the same loop with the hand model alone.", "",
+             "model runs; 'one after the other in each': workers each own both models, so with 2 workers "
+             "two frames' models run at once. x hand only: against the same loop with the hand model alone.", "",
              "| Run | Frames | FPS | x hand only | other load |", "|---|---:|---:|---:|---:|"]
     for row in rows:
         alone = next(r for r in rows if r.multi == row.multi and not r.gesture)

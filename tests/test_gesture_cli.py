@@ -189,3 +189,21 @@ def test_help_explains_the_gesture_flags():
         for flag in ("--models", "--gesture-model", "--suppress-faces", "gestures", "objects"):
             assert flag in text, f"{script} --help lacks {flag}"
         assert ("--side-by-side" in text) == multi
+
+
+@pytest.mark.timeout(180)
+def test_bench_measures_one_model_against_two(hand_video, model_dir, gesture_dir, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "bench.py", "--source", str(hand_video), "--model-dir", str(model_dir),
+                             "--gesture-dir", str(gesture_dir), "--sections", "models", "--max-frames", "4",
+                             "--repeats", "1", "--output-dir", str(tmp_path)], cwd=Path(cli.__file__).parents[2],
+                            capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "bench.md").read_text()
+    for row in ("single-threaded, hand only", "single-threaded, hand + gesture, one after the other",
+                "hand + gesture side by side (2 threads)", "multi-threaded, 2 workers, hand only",
+                "one after the other in each", "side by side in each"):
+        assert row in table, f"bench.md lacks {row!r}"
+    assert table.count("| 4 |") == 6  # every row ran the 4 frames

@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ from utils.runtime.multi_model import OBJECT_COLORS_BGR
 DESK_FRAME = 28       # hand_desk.mp4: the hand points at the desk
 EDGE_MIN_PIXELS = 40  # a row with this many box-coloured pixels is a box's horizontal edge
 LABEL_MIN_PIXELS = 15
+REPEATS = 20
 
 
 def colour_mask(screenshot_rgb: np.ndarray, bgr: tuple[int, int, int]) -> np.ndarray:
@@ -29,13 +31,19 @@ def colour_mask(screenshot_rgb: np.ndarray, bgr: tuple[int, int, int]) -> np.nda
     return (np.abs(screenshot_rgb.astype(int) - (r, g, b)) <= 24).all(axis=2)
 
 
-def show_and_grab(display: str, image, colour_bgr: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
+def show_and_grab(display: str, image: Path, colour_bgr: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
     """Run the single-threaded detector with both models on one image in a window; (screenshot once
-    `colour_bgr` shows on it, JSON line)."""
+    `colour_bgr` shows on it, the first JSON line). The image is shown REPEATS times, as a short video
+    would be: a window shown a single frame is sometimes never painted under a busy Xvfb."""
     from PIL import ImageGrab
 
+    frames = image.parent / "frames"
+    frames.mkdir()
+    for i in range(REPEATS):
+        (frames / f"{i:03d}{image.suffix}").write_bytes(image.read_bytes())
+
     env = dict(os.environ, DISPLAY=display, TF_CPP_MIN_LOG_LEVEL="2", QT_QPA_PLATFORM="xcb", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "detect_single_threaded.py", "--source", str(image), "--display", "1",
+    process = subprocess.Popen([sys.executable, "detect_single_threaded.py", "--source", str(frames), "--display", "1",
                                 "--fps", "0", "--models", "hand,gesture", "--json", "-", "--linger", "30"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

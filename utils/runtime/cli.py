@@ -108,7 +108,8 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
                              "frame the detector runs on: each hand box gets the gesture of the gesture box "
                              "overlapping it (drawn under the box), faces (orange) and fingertips (magenta) "
                              "are drawn and written as objects" + (
-                                 "; the two models run side by side in each worker (see --side-by-side)"
+                                 "; each worker owns both models and runs them one after the other, so the "
+                                 "workers' frames keep both models busy at once (see --side-by-side)"
                                  if multi else "; one model after the other"))
     parser.add_argument("--gesture-model", type=Path, default=None,
                         help="the gesture model file (.tflite, .pb, saved_model/) or folder; default: the "
@@ -136,9 +137,10 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
         parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=cpu_count(),
                             help="detector threads, each with its own detector (default: one per CPU core; "
                                  "the original used 4)")
-        parser.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=True,
-                            help="with --models hand,gesture: each worker runs the gesture model on a second "
-                                 "thread while it runs the hand model (--no-side-by-side: one after the other)")
+        parser.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=False,
+                            help="with --models hand,gesture: each worker also runs the gesture model on a second "
+                                 "thread while it runs the hand model, rather than after it (slower on 2 cores "
+                                 "in `make bench`: the cores are already busy with the workers' frames)")
     else:
         parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=1,
                             help="accepted for the original's command lines and ignored here "
