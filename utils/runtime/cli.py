@@ -1,7 +1,8 @@
 """The command line of detect_single_threaded.py and detect_multi_threaded.py: options, checks, main().
 
     source -> loop.FrameStream (flipped; a copy at --width x --height for the detector)
-           -> loop.FrameProcessor (detect; [--track: tracking.HandTracker, in frame order]; draw, JSON record)
+           -> loop.FrameProcessor (detect [+ the gesture model, merged: multi_model]; [--track:
+              tracking.HandTracker, in frame order; gestures kept per track]; draw, JSON record)
            -> outputs.Presenter (--output video, --json lines, window with FPS) -> outputs.Summary
 
 Everything that can be checked (options, output paths, the display, the source, the model) is
