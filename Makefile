@@ -96,8 +96,8 @@ export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN t
 eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on EVAL_SPLIT (eval)
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
-bench: install | $(MODEL_DIR)/manifest.json ## Benchmark: original way vs our detectors on the real video (table + chart in results/)
-	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR)
+bench: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/)
+	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR) --gesture-dir $(GESTURE_DIR)
 
 bench-gesture: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Gesture model's EgoHands AP; faces taken for hands on Oxford, with/without suppress_faces
 	$(PY) bench_gesture.py --hand-model $(MODEL_DIR) --gesture-model $(GESTURE_DIR)

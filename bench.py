@@ -12,7 +12,9 @@ All rows run the whole video through the same steps, headless (no window, no fil
 - our multi-threaded pipeline (detect_multi_threaded.py's code) with 1 and 2 workers, default model.
 
 Each row is the best of --repeats passes (passes are interleaved, so a busy moment hits all rows
-alike). Also measured: LiteRT (ai_edge_litert) vs tf.lite.Interpreter, invoke only, and where the
+alike). Further sections: --track / --detect-every N, and one model vs two (`--models hand,gesture`:
+the gesture model one after the other or side by side with the hand model, single- and multi-threaded);
+--sections picks some. Also measured: LiteRT (ai_edge_litert) vs tf.lite.Interpreter, invoke only, and where the
 time of one single-threaded frame goes. Writes results/bench.md and results/bench.png.
 """
 from __future__ import annotations
@@ -36,7 +38,16 @@ from utils.common.errors import UserError, report
 from utils.common.fileio import atomic_path, atomic_write_text
 from utils.common.signals import interruptible
 from utils.runtime import detector as detector_utils
-from utils.runtime.loop import FrameProcessor, FrameStream, cpu_count, frame_record, run, threads_per_detector
+from utils.runtime.loop import (
+    FrameProcessor,
+    FrameStream,
+    cpu_count,
+    frame_record,
+    make_processors,
+    run,
+    threads_per_detector,
+)
+from utils.runtime.multi_model import gesture_model_path
 from utils.runtime.sources import SourceFrame, open_source
 
 DEFAULT_REPEATS = 3
@@ -442,6 +453,80 @@ def tracking_markdown(rows: list[TrackRow], figures: dict, fps: float) -> str:
     return "\n".join(lines)
 
 
+# --- Two models: hand + gesture ---------------------------------------------------------------------
+
+SECTIONS = ("loops", "tracking", "models")
+MODEL_WORKERS = 2  # the multi-threaded rows of the two-model section
+
+
+@dataclass
+class ModelsRow:
+    name: str
+    multi: bool
+    gesture: bool
+    side_by_side: bool = False
+    processors: list = field(default_factory=list)
+    frames: int = 0
+    seconds: float = float("inf")
+    other_load: float | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def models_bench(source: str, model_path: Path, gesture_path: Path, width: int, height: int,
+                 max_frames: int | None, repeats: int, rgb0: np.ndarray) -> list[ModelsRow]:
+    """FPS of detect_*_threaded.py's loop with the hand model alone and with --models hand,gesture: the
+    two models one after the other or side by side (two threads per frame), single-threaded and with
+    MODEL_WORKERS workers; default models, threads split as the detectors split them, best of `repeats`."""
+    workers = f"{MODEL_WORKERS} workers"
+    rows = [ModelsRow("single-threaded, hand only", False, False),
+            ModelsRow("single-threaded, hand + gesture, one after the other", False, True),
+            ModelsRow("single-threaded loop, hand + gesture side by side (2 threads)", False, True, True),
+            ModelsRow(f"multi-threaded, {workers}, hand only", True, False),
+            ModelsRow(f"multi-threaded, {workers}, hand + gesture one after the other in each (default)", True, True),
+            ModelsRow(f"multi-threaded, {workers}, hand + gesture side by side in each (--side-by-side)", True, True,
+                      True)]
+    for row in rows:
+        row.processors = make_processors(model_path, MODEL_WORKERS if row.multi else 1, config.DEFAULT_SCORE_THRESHOLD,
+                                         config.DEFAULT_NUM_HANDS, gesture_path if row.gesture else None,
+                                         side_by_side=row.side_by_side)
+        for processor in row.processors:  # warm-up, as every row
+            processor.detector.detect(rgb0)
+            if processor.gesture is not None:
+                processor.gesture.detect(rgb0)
+    try:
+        for repeat in range(repeats):
+            for row in rows:
+                before = cpu_snapshot()
+                frames, seconds = run_ours(source, row.processors, width, height, max_frames, multi=row.multi)
+                other = other_load(before, cpu_snapshot())
+                if seconds < row.seconds:
+                    row.frames, row.seconds, row.other_load = frames, seconds, other
+                print(f"  models pass {repeat + 1}/{repeats}: {row.name:<72} {frames / seconds:7.1f} FPS  "
+                      f"(other load {_percent(other)})", flush=True)
+    finally:
+        for row in rows:
+            for processor in row.processors:
+                processor.close()
+    return rows
+
+
+def models_markdown(rows: list[ModelsRow], hand_name: str, gesture_name: str) -> str:
+    lines = [f"## Two models: hand + gesture (`--models hand,gesture`), {hand_name} + {gesture_name}", "",
+             "The gesture/face model runs on every frame beside the hand model and their boxes are merged; "
+             "'side by side' runs the gesture model on a second thread of the same worker while the hand "
+             "model runs; 'one after the other in each': workers each own both models, so with 2 workers "
+             "two frames' models run at once. x hand only: against the same loop with the hand model alone.", "",
+             "| Run | Frames | FPS | x hand only | other load |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        alone = next(r for r in rows if r.multi == row.multi and not r.gesture)
+        lines.append(f"| {row.name} | {row.frames} | {row.fps:.1f} | {row.fps / alone.fps:.2f} | "
+                     f"{_percent(row.other_load)} |")
+    return "\n".join(lines + [""])
+
+
 # --- Main ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=str(config.SHARED_HAND_VIDEO), help="video file to run on")
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR,
                         help="hand_inference_graph/ with every format (made by `make model`)")
+    parser.add_argument("--gesture-dir", type=Path, default=config.GESTURE_MODEL_DIR,
+                        help="gesture_inference_graph/ (made by `make model`) for the two-model rows")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"which sections to run, comma-separated, of {', '.join(SECTIONS)}: the loops "
+                             "(original way, backends, workers, interpreters, profile, chart), --track, and "
+                             "one vs two models")
     parser.add_argument("--width", type=int, default=config.DEFAULT_WIDTH, help="frame width, every row")
     parser.add_argument("--height", type=int, default=config.DEFAULT_HEIGHT, help="frame height, every row")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
@@ -467,16 +558,52 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.repeats, args.width, args.height, args.max_frames or 1) < 1:
         parser.error("--repeats, --width, --height and --max-frames must be >= 1")
     prog = parser.prog
+    sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown or not sections:
+        return report(prog, UserError(f"--sections {args.sections!r}: unknown section "
+                                      f"{(unknown or [''])[0]!r}; choose from {', '.join(SECTIONS)}"))
     missing = [name for _, name in BACKEND_MODELS if not (args.model_dir / name).exists()]
     if missing:
         return report(prog, UserError(f"{args.model_dir}: missing {', '.join(missing)}; run `make model` first"))
     try:
+        gesture_path = gesture_model_path(args.gesture_dir) if "models" in sections else None
         rgb0 = first_frame(args.source, args.width, args.height)
-    except UserError as exc:  # SourceError
+    except UserError as exc:  # SourceError, no gesture model
         return report(prog, exc)
 
-    cores = cpu_count()
     default_model = detector_utils.default_model_path(args.model_dir)
+    text = "" if "loops" in sections else (  # the loops section has its own heading
+        f"# Benchmark: {Path(args.source).name} at {args.width}x{args.height}, best of {args.repeats}; "
+        f"{cpu_count()} CPU cores; {datetime.date.today().isoformat()}\n")
+    written = []
+    if "loops" in sections:
+        text += loops_section(args, default_model, rgb0)
+        written.append(args.output_dir / "bench.png")
+    if "tracking" in sections:
+        print("tracking...", flush=True)
+        with open_source(args.source) as opened:
+            source_fps = opened.fps
+        track_rows, track_figures = tracking_bench(args.source, default_model, args.width, args.height,
+                                                   args.max_frames, args.repeats)
+        text += "\n" + tracking_markdown(track_rows, track_figures, source_fps)
+    if "models" in sections:
+        print("one model vs two...", flush=True)
+        model_rows = models_bench(args.source, default_model, gesture_path, args.width, args.height, args.max_frames,
+                                  args.repeats, rgb0)
+        text += "\n" + models_markdown(model_rows, default_model.name, gesture_path.name)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output_dir / "bench.md", text)
+    print()
+    print(text)
+    print(f"wrote {', '.join(str(p) for p in [args.output_dir / 'bench.md', *written])}")
+    return 0
+
+
+def loops_section(args: argparse.Namespace, default_model: Path, rgb0: np.ndarray) -> str:
+    """The original way vs our loops (every backend, 1 and 2 workers), the interpreters, the profile;
+    writes the chart. Returns its markdown."""
+    cores = cpu_count()
     print(f"loading models ({cores} cores)...", flush=True)
     original = OriginalWay(args.model_dir / config.FROZEN_GRAPH_NAME)
     original.detect_objects(rgb0)  # warm-up (graph optimisation on the first run), as for every row
@@ -532,19 +659,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load = " -> ".join(f"{value:.1f}" for value in (load_before, os.getloadavg()[0]))
     text = markdown(rows, baseline, interpreters, profile, args, baseline.frames, load, len(frames))
-    print("tracking...", flush=True)
-    with open_source(args.source) as opened:
-        source_fps = opened.fps
-    track_rows, track_figures = tracking_bench(args.source, default_model, args.width, args.height,
-                                               args.max_frames, args.repeats)
-    text += "\n" + tracking_markdown(track_rows, track_figures, source_fps)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output_dir / "bench.md", text)
     chart(rows, baseline, args.output_dir / "bench.png", f"{args.width}x{args.height}")
-    print()
-    print(text)
-    print(f"wrote {args.output_dir / 'bench.md'} and {args.output_dir / 'bench.png'}")
-    return 0
+    return text
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The command line of detect_single_threaded.py and detect_multi_threaded.py: options, checks, main().
 
     source -> loop.FrameStream (flipped; a copy at --width x --height for the detector)
-           -> loop.FrameProcessor (detect; [--track: tracking.HandTracker, in frame order]; draw, JSON record)
+           -> loop.FrameProcessor (detect [+ the gesture model, merged: multi_model]; [--track:
+              tracking.HandTracker, in frame order; gestures kept per track]; draw, JSON record)
            -> outputs.Presenter (--output video, --json lines, window with FPS) -> outputs.Summary
 
 Everything that can be checked (options, output paths, the display, the source, the model) is
@@ -11,6 +12,7 @@ a crashed worker its traceback and 1, Ctrl-C 130 with the outputs kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 from pathlib import Path
@@ -26,12 +28,12 @@ from utils.runtime.loop import (
     DEFAULT_QUEUE_SIZE,
     STOPPED_BY_CTRL_C,
     STOPPED_BY_QUIT,
-    FrameProcessor,
     FrameStream,
     cpu_count,
+    make_processors,
     run,
-    threads_per_detector,
 )
+from utils.runtime.multi_model import GESTURE_MODEL, HAND_MODEL, MergeOptions, gesture_model_path, parse_models
 from utils.runtime.outputs import MIN_VIDEO_SIDE, VIDEO_FOURCC, Outputs, Presenter, Summary, Window, check_display
 from utils.runtime.pipeline import PipelineError
 from utils.runtime.sources import input_files, open_source
@@ -98,7 +100,25 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
                              "in its pixels], scores, classes (label map ids), class_names, file for image "
                              "sources; with --track also track_ids (parallel to boxes; null for a hand seen "
                              "once, not yet confirmed) and predicted (true: placed by the tracker on a frame "
-                             "the detector skipped)")
+                             "the detector skipped); with --models hand,gesture also gestures (parallel to "
+                             "boxes: open, closed, pinch, point, or null where none) and objects (faces and "
+                             "fingertips: model, box in the same pixels, score, class_name)")
+    parser.add_argument("--models", default=HAND_MODEL, metavar="NAMES",
+                        help=f"'{HAND_MODEL}': the hand detector only; '{HAND_MODEL},{GESTURE_MODEL}': also the "
+                             f"gesture/face model ({config.GESTURE_MODEL_DIR.name}/, built by `make model`) on every "
+                             "frame the detector runs on: each hand box gets the gesture of the gesture box "
+                             "overlapping it (drawn under the box), faces (orange) and fingertips (magenta) "
+                             "are drawn and written as objects" + (
+                                 "; each worker owns both models and runs them one after the other, so the "
+                                 "workers' frames keep both models busy at once (see --side-by-side)"
+                                 if multi else "; one model after the other"))
+    parser.add_argument("--gesture-model", type=Path, default=None,
+                        help="the gesture model file (.tflite, .pb, saved_model/) or folder; default: the "
+                             f"fastest one in {config.GESTURE_MODEL_DIR.name}/")
+    parser.add_argument("--suppress-faces", action="store_true",
+                        help="drop hand boxes that the gesture model sees as a face (at least half of the box "
+                             "inside a face box, unless a gesture box covers it as much); turns on the "
+                             "gesture model")
     parser.add_argument("--track", action="store_true",
                         help="give each hand an integer ID that stays while it is visible and through misses "
                              f"up to {tracking.MAX_MISS_SECONDS:g} s (ByteTrack from the `trackers` package); "
@@ -118,6 +138,10 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
         parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=cpu_count(),
                             help="detector threads, each with its own detector (default: one per CPU core; "
                                  "the original used 4)")
+        parser.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=False,
+                            help="with --models hand,gesture: each worker also runs the gesture model on a second "
+                                 "thread while it runs the hand model, rather than after it (slower on 2 cores "
+                                 "in `make bench`: the cores are already busy with the workers' frames)")
     else:
         parser.add_argument("-num-w", "--num-workers", dest="num_workers", type=int, default=1,
                             help="accepted for the original's command lines and ignored here "
@@ -173,15 +197,17 @@ def make_tracker(args: argparse.Namespace, fps: float) -> tracking.HandTracker |
     return tracking.HandTracker(fps=fps, smooth=args.smooth is not False, score_thresh=args.score_thresh)
 
 
-def check_outputs(args: argparse.Namespace, model_path: Path | None = None) -> None:
+def check_outputs(args: argparse.Namespace, model_path: Path | None = None,
+                  gesture_path: Path | None = None) -> None:
     """Fail before any work when --output / --json cannot be written, or would overwrite an input (the
-    source, the model) or each other."""
+    source, the models) or each other."""
     if args.output is not None:
         check_output_path(args.output, "--output", OUTPUT_VIDEO_SUFFIXES)
     if args.json is not None:
         check_output_path(args.json, "--json", stream_ok=True)
     check_distinct_paths({"--output": args.output, "--json": args.json},
-                         {"--source": input_files(args.source), "--model": model_path})
+                         {"--source": input_files(args.source), "--model": model_path,
+                          "--gesture-model": gesture_path})
 
 
 def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
@@ -204,18 +230,29 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
         model_path = Path(args.model) if args.model is not None else detector_utils.default_model_path()
         if model_path.is_dir() and not (model_path / "saved_model.pb").exists():
             model_path = detector_utils.default_model_path(model_path)  # a folder like hand_inference_graph/
-        check_outputs(args, model_path)
+        models = parse_models(args.models)
+        use_gesture = GESTURE_MODEL in models or args.suppress_faces
+        side_by_side = use_gesture and multi and args.side_by_side
+        gesture_path = gesture_model_path(args.gesture_model) if use_gesture else None
+        check_outputs(args, model_path, gesture_path)
         workers = args.num_workers if multi else 1
-        with sigterm_as_ctrl_c(), open_source(args.source, args.width, args.height) as source:
-            detector = detector_utils.load_inference_graph(
-                model_path, threads_per_detector(model_path, workers, args.num_threads))
-            processors = [FrameProcessor(detector if i == 0 else detector.clone(), args.score_thresh,
-                                         args.num_hands) for i in range(workers)]
+        with sigterm_as_ctrl_c(), open_source(args.source, args.width, args.height) as source, \
+                contextlib.ExitStack() as closing:
+            processors = make_processors(model_path, workers, args.score_thresh, args.num_hands, gesture_path,
+                                         MergeOptions(suppress_faces=args.suppress_faces), side_by_side,
+                                         args.num_threads)
+            for processor in processors:
+                closing.callback(processor.close)
             frames = FrameStream(source, args.width, args.height, args.flip, args.max_frames, warn,
                                  output_size=args.output_size, detect_every=args.detect_every)
             tracker = make_tracker(args, source.fps)
+            detector, gesture = processors[0].detector, processors[0].gesture
             details = [f"model {detector.path.name} ({detector.backend})"] + ([f"{workers} workers"] if multi
                                                                               else [])
+            if gesture is not None:
+                details.append(f"gesture model {gesture.path.name}"
+                               + (", side by side" if side_by_side else ", after the hand model")
+                               + (", faces suppressed" if args.suppress_faces else ""))
             if tracker is not None:
                 details.append(f"tracking ({tracker.algorithm}{', smoothed' if tracker.smooth else ''}, "
                                f"detector on every {args.detect_every} frame(s))")

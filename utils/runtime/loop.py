@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,23 @@ def threads_per_detector(model_path: Path, num_workers: int, requested: int = 0)
     return cpu_count()
 
 
+def make_processors(model_path: Path, workers: int, min_score: float, max_hands: int,
+                    gesture_path: Path | None = None, merge_options: Any = None, side_by_side: bool = False,
+                    num_threads: int = 0) -> list["FrameProcessor"]:
+    """One FrameProcessor per worker, each with its own copy of the model(s) (the detectors' and
+    bench.py's way). With a `gesture_path` each frame goes through both models, side by side (two
+    threads per worker) or one after the other; the cores are split between the interpreters that
+    run at the same time."""
+    side_by_side = side_by_side and gesture_path is not None
+    running_at_once = workers * (2 if side_by_side else 1)
+    detector = detector_utils.load_inference_graph(model_path,
+                                                   threads_per_detector(model_path, running_at_once, num_threads))
+    gesture = None if gesture_path is None else detector_utils.load_inference_graph(
+        gesture_path, threads_per_detector(gesture_path, running_at_once, num_threads))
+    first = FrameProcessor(detector, min_score, max_hands, gesture, merge_options, side_by_side)
+    return [first] + [first.clone() for _ in range(workers - 1)]
+
+
 # --- Per-frame work ------------------------------------------------------------------------------
 
 @dataclass
@@ -87,8 +105,10 @@ class LoopFrame:
 
 
 def frame_record(frame: SourceFrame, kept: detector_utils.Detections, width: int, height: int,
-                 class_names: dict[int, str]) -> dict:
-    """The --json line of one frame: boxes in pixels of a `width` x `height` frame (the source's)."""
+                 class_names: dict[int, str], gestures: list[str | None] | None = None,
+                 objects: list | None = None) -> dict:
+    """The --json line of one frame: boxes in pixels of a `width` x `height` frame (the source's); with
+    the gesture model (`gestures` given) also `gestures` (parallel to boxes) and `objects`."""
     pixels = normalized_to_pixels(kept.boxes, width, height).round().astype(int)
     record = {"index": frame.index,
               "timestamp": None if frame.timestamp is None else round(frame.timestamp, 6),
@@ -101,6 +121,11 @@ def frame_record(frame: SourceFrame, kept: detector_utils.Detections, width: int
     if track_ids is not None:  # tracked hands (utils.runtime.tracking.TrackedHands)
         record["track_ids"] = [int(t) if t > 0 else None for t in track_ids]  # None: not confirmed yet
         record["predicted"] = [bool(p) for p in kept.predicted]
+    if gestures is not None:
+        from utils.runtime.multi_model import objects_record
+
+        record["gestures"] = list(gestures)
+        record["objects"] = objects_record(objects or [], width, height, SCORE_DECIMALS)
     if frame.name is not None:
         record["file"] = frame.name
     return record
@@ -108,28 +133,62 @@ def frame_record(frame: SourceFrame, kept: detector_utils.Detections, width: int
 
 @dataclass
 class Detected:
-    """A worker's detections for a frame, before drawing; None where the detector did not run."""
+    """A worker's detections for a frame, before drawing; None where the detector did not run. With the
+    gesture model also its raw detections (`gestures`) and the merge (`merged`: the hand boxes kept,
+    each one's gesture, the faces and fingertips)."""
 
     frame: LoopFrame
     detections: detector_utils.Detections | None
+    gestures: detector_utils.Detections | None = None
+    merged: Any = None  # utils.runtime.multi_model.MultiDetections
 
 
 class FrameProcessor:
     """Detect, keep the best boxes, draw them on the frame and make its JSON record.
-    One per thread: it owns its detector."""
+    One per thread: it owns its detector(s).
 
-    def __init__(self, detector: detector_utils.HandDetector, min_score: float, max_hands: int):
+    With a `gesture` detector (--models hand,gesture) both models see each frame: one after the other,
+    or with `side_by_side` the gesture model on a helper thread of this processor while the hand model
+    runs on the caller's; their outputs are merged (utils.runtime.multi_model.merge_detections, with
+    `merge_options`). Call close() when done (it ends the helper thread)."""
+
+    def __init__(self, detector: detector_utils.HandDetector, min_score: float, max_hands: int,
+                 gesture: detector_utils.HandDetector | None = None, merge_options: Any = None,
+                 side_by_side: bool = False):
         self.detector = detector
         self.min_score = min_score
         self.max_hands = max_hands
+        self.gesture, self.side_by_side = gesture, side_by_side and gesture is not None
+        self.merge_options = merge_options
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="gesture-") if self.side_by_side else None
+        self._memory = None  # multi_model.GestureMemory, made on the first tracked frame
+
+    def clone(self) -> "FrameProcessor":
+        """Another thread's processor: its own copies of the models, the same settings."""
+        return FrameProcessor(self.detector.clone(), self.min_score, self.max_hands,
+                              None if self.gesture is None else self.gesture.clone(), self.merge_options,
+                              self.side_by_side)
+
+    def close(self) -> None:
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
 
     def detect(self, frame: LoopFrame) -> Detected:
         import cv2
 
         if frame.detector_bgr is None:
             return Detected(frame, None)
-        return Detected(frame, self.detector.detect(cv2.cvtColor(frame.detector_bgr, cv2.COLOR_BGR2RGB),
-                                                    min_score=self.min_score, max_hands=self.max_hands))
+        rgb = cv2.cvtColor(frame.detector_bgr, cv2.COLOR_BGR2RGB)
+        if self.gesture is None:
+            return Detected(frame, self.detector.detect(rgb, min_score=self.min_score, max_hands=self.max_hands))
+        from utils.runtime.multi_model import merge_detections
+
+        pending = self._helper.submit(self.gesture.detect, rgb) if self._helper is not None else None
+        hands = self.detector.detect(rgb, min_score=self.min_score, max_hands=self.max_hands)
+        gestures = pending.result() if pending is not None else self.gesture.detect(rgb)
+        merged = merge_detections(hands, gestures, self.gesture.class_names, self.merge_options)
+        # The tracker sees the hand boxes left after --suppress-faces: a face never becomes a track.
+        return Detected(frame, merged.hand_detections(), gestures, merged)
 
     def finish(self, detected: Detected, tracker: Any = None) -> FrameResult:
         """Draw and record `detected`; with a tracker (in frame order!) its tracked hands instead."""
@@ -140,27 +199,52 @@ class FrameProcessor:
         elif kept is None:
             kept = detector_utils.Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                                              np.zeros(0, np.int32))
+        gestures = objects = None
+        if self.gesture is not None:
+            gestures, objects = self._gestures_for(kept, detected, tracker is not None)
         image = frame.source.bgr
-        draw_hands(image, kept, self.detector.class_names)
+        draw_hands(image, kept, self.detector.class_names, gestures, objects)
         width, height = frame.source_size
         return FrameResult(frame.index, image, frame_record(frame.source, kept, width, height,
-                                                            self.detector.class_names), len(kept.scores))
+                                                            self.detector.class_names, gestures, objects),
+                           len(kept.scores))
+
+    def _gestures_for(self, kept, detected: Detected, tracked: bool) -> tuple[list, list]:
+        if not tracked:  # the merge's own boxes, gestures and objects
+            merged = detected.merged
+            return (list(merged.gestures), list(merged.objects)) if merged is not None else ([], [])
+        from utils.runtime.multi_model import GestureMemory
+
+        if self._memory is None:
+            self._memory = GestureMemory(self.gesture.class_names, self.merge_options)
+        return self._memory.update(kept, detected.gestures,
+                                   None if detected.merged is None else detected.merged.objects)
 
     def __call__(self, frame: LoopFrame) -> FrameResult:
         return self.finish(self.detect(frame))
 
 
-def draw_hands(image: np.ndarray, kept, class_names: dict[int, str]) -> None:
+def draw_hands(image: np.ndarray, kept, class_names: dict[int, str], gestures: list[str | None] | None = None,
+               objects: list | None = None) -> None:
     """Boxes on the BGR picture in place (so the window and the video show exactly BOX_COLOR_BGR);
-    tracked hands get their ID in the label."""
+    tracked hands get their ID in the label; with the gesture model each hand's gesture under its box,
+    and the faces and fingertips in their own colours (drawn first: hands stay on top)."""
     height, width = image.shape[:2]
+    if objects:
+        from utils.runtime.multi_model import draw_objects
+
+        draw_objects(image, objects)
     if getattr(kept, "track_ids", None) is not None:
         from utils.runtime.tracking import draw_tracked_hands
 
         draw_tracked_hands(image, kept, class_names)
-        return
-    detector_utils.draw_box_on_image(len(kept.scores), -np.inf, kept.scores, kept.boxes, width, height,
-                                     image, kept.classes, class_names)
+    else:
+        detector_utils.draw_box_on_image(len(kept.scores), -np.inf, kept.scores, kept.boxes, width, height,
+                                         image, kept.classes, class_names)
+    if gestures:
+        from utils.runtime.multi_model import draw_gestures
+
+        draw_gestures(image, kept.boxes, gestures)
 
 
 def fit_size(width: int, height: int, want_width: int, want_height: int) -> tuple[int, int]:

@@ -14,17 +14,34 @@ by side in threads) give the same result. Boxes are normalized (ymin, xmin, ymax
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from utils.common import config
-from utils.common.boxes import box_areas, iou_matrix
-from utils.runtime.detector import Detections, HandDetector, default_model_path, load_inference_graph
+from utils.common.boxes import box_areas, iou_matrix, normalized_to_pixels
+from utils.common.errors import UserError
+from utils.runtime.detector import (
+    BOX_COLOR_BGR,
+    Detections,
+    HandDetector,
+    ModelLoadError,
+    default_model_path,
+    load_inference_graph,
+)
 
 HAND_MODEL = "hand"
 GESTURE_MODEL = "gesture"
+MODEL_NAMES = (HAND_MODEL, GESTURE_MODEL)  # what --models accepts; the hand model is always one of them
+
+# Drawing (BGR): hand boxes keep the detector's green; the gesture model's objects get their own colours.
+OBJECT_COLORS_BGR = {config.GESTURE_FACE_CLASS: (0, 140, 255),                    # orange
+                     **{name: (255, 0, 255) for name in config.GESTURE_FINGERTIP_CLASSES}}  # magenta
+OTHER_OBJECT_COLOR_BGR = (255, 255, 0)
+LABEL_FONT_SCALE = 0.45           # as the hand labels, on frames up to LABEL_FONT_REFERENCE_WIDTH wide
+LABEL_FONT_REFERENCE_WIDTH = 640
+OBJECT_BOX_THICKNESS = 2
 
 # handtrack.js's own default scoreThreshold for this model (src/index.js): below it its boxes are noise.
 GESTURE_SCORE_THRESHOLD = 0.6
@@ -168,10 +185,120 @@ class MultiModelDetector:
         return MultiModelDetector(self.hand.clone(), self.gesture.clone(), self.options)
 
 
+def parse_models(text: str) -> tuple[str, ...]:
+    """--models 'hand' or 'hand,gesture' -> the model names, hand first; a UserError for anything else."""
+    names = [name.strip().lower() for name in text.split(",")]
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown or HAND_MODEL not in names or len(set(names)) != len(names):
+        problem = (f"unknown model {unknown[0]!r}" if unknown else
+                   "the hand model must be one of them" if HAND_MODEL not in names else "a model is named twice")
+        raise UserError(f"--models {text!r}: {problem}; give {HAND_MODEL!r} or {HAND_MODEL},{GESTURE_MODEL!r}")
+    return tuple(name for name in MODEL_NAMES if name in names)
+
+
+def gesture_model_path(path: str | Path | None = None) -> Path:
+    """The gesture model to load: `path` (a file, or a folder like gesture_inference_graph/ for its fastest
+    file), by default config.GESTURE_MODEL_DIR; a ModelLoadError saying `make model` when it is not there."""
+    path = Path(path) if path is not None else config.GESTURE_MODEL_DIR
+    if path.is_dir() and not (path / "saved_model.pb").exists():  # a folder of models, not a SavedModel
+        try:
+            return default_model_path(path)
+        except ModelLoadError:
+            pass  # its message speaks of the hand model
+    elif path.exists():
+        return path
+    raise ModelLoadError(f"{path}: no gesture model found; run `make model` to build it (it exports "
+                         f"{config.GESTURE_MODEL_DIR.name}/ beside the hand model), or pass its folder")
+
+
+def load_gesture_model(path: str | Path | None = None, num_threads: int | None = None) -> HandDetector:
+    """The 7-class gesture/face model (see gesture_model_path)."""
+    return load_inference_graph(gesture_model_path(path), num_threads)
+
+
 def load_multi_model(hand_path: str | Path | None = None, gesture_path: str | Path | None = None,
                      num_threads: int | None = None, options: MergeOptions | None = None) -> MultiModelDetector:
     """Load both models (any format each; folders pick their fastest file) into a MultiModelDetector."""
     hand = load_inference_graph(hand_path, num_threads)
-    gesture = load_inference_graph(gesture_path if gesture_path is not None
-                                   else default_model_path(config.GESTURE_MODEL_DIR), num_threads)
-    return MultiModelDetector(hand, gesture, options)
+    return MultiModelDetector(hand, load_gesture_model(gesture_path, num_threads), options)
+
+
+# --- Per frame in the detectors (utils.runtime.loop) ------------------------------------------------
+
+def gestures_by_box(boxes: np.ndarray, gestures: Detections, gesture_class_names: Mapping[int, str],
+                    options: MergeOptions | None = None) -> list[str | None]:
+    """The gesture of each of `boxes` (normalized) by the merge's own rule, faces not suppressed: used
+    to label the tracker's boxes, which are the detections moved or smoothed."""
+    options = replace(options or MergeOptions(), suppress_faces=False)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    hands = Detections(boxes, np.ones(len(boxes), np.float32), np.ones(len(boxes), np.int32))
+    return merge_detections(hands, gestures, gesture_class_names, options).gestures
+
+
+class GestureMemory:
+    """Gestures and objects for tracked hands, in frame order (`--track`, `--detect-every N`).
+
+    On a frame both models ran on, each tracked box takes the gesture its box overlaps (gestures_by_box)
+    and the objects are that frame's. On a frame the detector skipped, the models did not run: each
+    tracked hand keeps the gesture its track ID had on the last frame they ran (None for a hand not yet
+    confirmed), and the objects shown are the last frame's, unmoved (faces move little; fingertips may lag).
+    """
+
+    def __init__(self, gesture_class_names: Mapping[int, str], options: MergeOptions | None = None):
+        self.class_names, self.options = gesture_class_names, options or MergeOptions()
+        self._by_track: dict[int, str | None] = {}
+        self._objects: list[DetectedObject] = []
+
+    def update(self, tracked, gestures: Detections | None,
+               objects: list[DetectedObject] | None) -> tuple[list[str | None], list[DetectedObject]]:
+        """`tracked`: the tracker's hands (boxes, track_ids) of this frame; `gestures`: the gesture
+        model's raw detections, None where it did not run. Returns (gestures parallel to the boxes, objects)."""
+        ids = [int(t) for t in tracked.track_ids]
+        if gestures is None:
+            return [self._by_track.get(t) if t > 0 else None for t in ids], list(self._objects)
+        names = gestures_by_box(tracked.boxes, gestures, self.class_names, self.options)
+        self._by_track = {t: name for t, name in zip(ids, names, strict=True) if t > 0}
+        self._objects = list(objects or [])
+        return names, list(self._objects)
+
+
+def objects_record(objects: list[DetectedObject], width: int, height: int, decimals: int = 4) -> list[dict]:
+    """--json `objects` of a frame: box [xmin, ymin, xmax, ymax] in pixels of a `width` x `height`
+    frame (as the hand boxes), score, class_name and the model that found it."""
+    if not objects:
+        return []
+    pixels = normalized_to_pixels(np.asarray([o.box for o in objects], np.float64), width, height)
+    return [{"model": o.model, "box": [int(v) for v in box], "score": round(o.score, decimals),
+             "class_name": o.class_name} for o, box in zip(objects, pixels.round().astype(int), strict=True)]
+
+
+def _font_scale(width: int) -> float:
+    return LABEL_FONT_SCALE * max(1.0, width / LABEL_FONT_REFERENCE_WIDTH)  # readable on big frames
+
+
+def draw_gestures(image: np.ndarray, boxes: np.ndarray, gestures: list[str | None]) -> None:
+    """Each hand box's gesture, in the hand colour, just under the box (its class and score are above it)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = _font_scale(width)
+    pixels = normalized_to_pixels(np.asarray(boxes).reshape(-1, 4), width, height).round().astype(int)
+    for (x1, _, _, y2), gesture in zip(pixels, gestures, strict=True):
+        if gesture is not None:
+            baseline = min(y2 + round(16 * scale / LABEL_FONT_SCALE), height - 4)  # inside at the bottom edge
+            cv2.putText(image, gesture, (x1 + 2, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, BOX_COLOR_BGR, 1,
+                        cv2.LINE_AA)
+
+
+def draw_objects(image: np.ndarray, objects: list[DetectedObject]) -> None:
+    """Faces and fingertips on a BGR image in place, each class in its colour, labelled 'class score'."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = _font_scale(width)
+    for obj in objects:
+        (x1, y1, x2, y2), = normalized_to_pixels(np.asarray([obj.box]), width, height).round().astype(int)
+        color = OBJECT_COLORS_BGR.get(obj.class_name, OTHER_OBJECT_COLOR_BGR)
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, OBJECT_BOX_THICKNESS, cv2.LINE_AA)
+        cv2.putText(image, f"{obj.class_name} {obj.score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, color, 1, cv2.LINE_AA)
