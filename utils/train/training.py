@@ -1,4 +1,4 @@
-"""Training the hand detector: config, losses, distribution strategy, the orbit training loop.
+"""Training the hand detector: losses, distribution strategy, the orbit training loop.
 
 One run = one folder model-checkpoint/<run>/ holding run.json (architecture, classes, the config
 used), hand_label_map.pbtxt (class names for the exporter), ckpt-N checkpoints (resume and export),
@@ -7,11 +7,12 @@ train/ and eval/ TensorBoard summaries, train.log and eval_metrics.json.
 From tf-models-official: the orbit Controller/StandardTrainer/StandardEvaluator loop, optimizers and
 learning-rate schedules (official.modeling.optimization), AnchorLabeler / box matcher / Faster R-CNN
 box coder, FocalLoss, TfExampleDecoder and the box-aware augmentation ops (utils/train/inputs.py).
+The config (keys, defaults, YAML and --set overrides) is utils/train/run_config.py; the cluster
+(TF_CONFIG) and who writes what in a multi-worker run, utils/train/cluster.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -23,200 +24,25 @@ from typing import Any
 import numpy as np
 
 from utils.common import config
+from utils.train.run_config import (  # noqa: F401  (the config's names, re-exported for callers)
+    CHOICES,
+    DEFAULT_CONFIG,
+    ConfigError,
+    TrainingConfig,
+    build_optimizer,
+    learning_rate_at,
+    load_config,
+    load_config_tree,
+)
 
-# Every config key and its default (model-checkpoint/*.yaml override these; nothing else is accepted).
-DEFAULT_CONFIG: dict[str, Any] = {
-    "model": {
-        "num_classes": 1,           # 1 = 'hand' (multi-class records are merged), or the label map's count
-        "init": "pretrained",       # pretrained (handtrack.js) | random | imagenet (backbone only)
-        "imagenet_weights": None,   # local Keras MobileNetV2 no-top .h5 for init: imagenet
-    },
-    "data": {
-        "dir": "data",              # <dir>/<split>.record(-shards) + <dir>/hand_label_map.pbtxt (relative to the repo)
-        "train_split": "train",
-        "eval_split": "test",       # evaluated during/after training; null: no evaluation
-        "shuffle_buffer": 256,
-        "cache": False,             # keep the record bytes in memory (small datasets)
-    },
-    "train": {
-        "batch_size": 8,            # global batch, split over the replicas
-        "steps": 2000,
-        "steps_per_loop": 10,       # steps per compiled loop (progress and summaries update this often)
-        "checkpoint_interval": 100,
-        "max_to_keep": 3,
-        "eval_interval": 0,         # steps between evaluations; 0: evaluate once, at the end
-        "eval_batch_size": 8,
-        "clip_gradient_norm": 10.0,  # null: no clipping
-        "weight_decay": 0.0,        # L2 on conv kernels
-        "seed": 0,
-    },
-    "loss": {
-        "classification": "sigmoid_hnm",  # sigmoid_hnm (the original: sigmoid + hard negative mining) | focal
-        "negatives_per_positive": 3,      # hard negative mining
-        "min_negatives": 3,
-        "focal_alpha": 0.25,
-        "focal_gamma": 2.0,
-        "classification_weight": 1.0,
-        "localization_weight": 1.0,
-        "huber_delta": 1.0,               # smooth L1
-    },
-    "matcher": {"matched_threshold": 0.5, "unmatched_threshold": 0.5},
-    "augment": {
-        "horizontal_flip": 0.5,      # probability; left/right class names swap with the image
-        "random_crop": True,         # SSD random crop (applied to half the images)
-        "crop_min_scale": 0.3,
-        "crop_aspect_ratio": [0.5, 2.0],
-        "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,  # colour jitter magnitudes
-    },
-    # official.modeling.optimization.OptimizationConfig. Left null: decay_steps = train.steps,
-    # warmup_steps = 5% of train.steps (so a short run still reaches its learning rate).
-    "optimization": {
-        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
-        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 0.004, "decay_steps": None}},
-        "warmup": {"type": "linear", "linear": {"warmup_steps": None, "warmup_learning_rate": 0.0}},
-    },
-}
-CHOICES = {("model", "init"): ("pretrained", "random", "imagenet"),
-           ("loss", "classification"): ("sigmoid_hnm", "focal")}
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 RUN_INFO_NAME = "run.json"
 EVAL_METRICS_NAME = "eval_metrics.json"
 TRAIN_LOG_NAME = "train.log"
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit DEFAULT_CONFIG."""
-
-
 class TrainingError(RuntimeError):
     """Training that cannot go on (e.g. the loss became NaN)."""
-
-
-# ----------------------------------------------------------------------------- config
-
-def _merge(base: dict, override: Mapping, source: str, path: str = "") -> dict:
-    for key, value in override.items():
-        where = f"{path}{key}"
-        if key not in base:
-            raise ConfigError(f"{source}: unknown config key {where!r}; known keys here: "
-                              f"{', '.join(sorted(base))}")
-        if where == "optimization":  # keys checked by tf-models-official's OptimizationConfig
-            base[key] = _deep_update(base[key], value)
-        elif isinstance(base[key], dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{source}: {where!r} must be a mapping of {', '.join(sorted(base[key]))}")
-            _merge(base[key], value, source, where + ".")
-        else:
-            base[key] = _check_value(base[key], value, source, where)
-    return base
-
-
-def _deep_update(base: Any, value: Any) -> Any:
-    if isinstance(base, dict) and isinstance(value, Mapping):
-        merged = dict(base)
-        for key, item in value.items():
-            merged[key] = _deep_update(base.get(key), item)
-        return merged
-    return copy.deepcopy(value)
-
-
-def _check_value(default: Any, value: Any, source: str, where: str) -> Any:
-    if default is None or value is None:
-        return value  # optional values (paths, clip norm, eval split)
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(default, bool) and isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{source}: {where!r} must be a {type(default).__name__}, got {value!r}")
-    return value
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-    """DEFAULT_CONFIG, updated by a YAML file and then by `key.sub=value` overrides; validated."""
-    import yaml
-
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of {', '.join(DEFAULT_CONFIG)}")
-        _merge(cfg, loaded, str(path))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=500")
-        nested: Any = yaml.safe_load(text) if text.strip() else None
-        for part in reversed(key.strip().split(".")):
-            nested = {part: nested}
-        _merge(cfg, nested, f"--set {item}")
-    validate_config(cfg)
-    return cfg
-
-
-def validate_config(cfg: dict, source: str = "config") -> None:
-    for (section, key), allowed in CHOICES.items():
-        if cfg[section][key] not in allowed:
-            raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(allowed)}, "
-                              f"got {cfg[section][key]!r}")
-    train = cfg["train"]
-    for key in ("batch_size", "steps", "steps_per_loop", "checkpoint_interval", "max_to_keep", "eval_batch_size"):
-        if train[key] < 1:
-            raise ConfigError(f"{source}: train.{key} must be >= 1, got {train[key]}")
-    if cfg["model"]["num_classes"] < 1:
-        raise ConfigError(f"{source}: model.num_classes must be >= 1, got {cfg['model']['num_classes']}")
-    matcher = cfg["matcher"]
-    if not 0 < matcher["unmatched_threshold"] <= matcher["matched_threshold"] <= 1:
-        raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
-    if not 0 <= cfg["augment"]["horizontal_flip"] <= 1:
-        raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
-    build_optimizer(cfg)  # the optimization section is checked by building it
-
-
-def build_optimizer(cfg: Mapping):
-    """(tf_keras optimizer, learning-rate schedule) from cfg['optimization'] via official.modeling."""
-    from official.modeling import optimization
-
-    opt = copy.deepcopy(dict(cfg["optimization"]))
-    steps = cfg["train"]["steps"]
-    for section, key, value in (("learning_rate", "decay_steps", steps),
-                                ("warmup", "warmup_steps", max(1, steps // 20))):
-        part = opt.get(section)
-        params = part.get(part.get("type")) if isinstance(part, Mapping) else None
-        if isinstance(params, dict) and key in params and params[key] is None:
-            params[key] = value
-    opt_config = optimization.OptimizationConfig()
-    try:
-        opt_config.override(opt, is_strict=True)
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"optimization: {str(exc).strip(chr(34))} (see official.modeling.optimization "
-                          f"configs)") from exc
-    try:
-        chosen = opt_config.optimizer.get() is not None and opt_config.learning_rate.get() is not None
-    except ValueError:  # a type that names no config
-        chosen = False
-    if not chosen:
-        raise ConfigError(f"optimization: unknown optimizer type {opt_config.optimizer.type!r} or learning_rate "
-                          f"type {opt_config.learning_rate.type!r}")
-    try:
-        factory = optimization.OptimizerFactory(opt_config)
-        schedule = factory.build_learning_rate()
-        float(schedule(0) if callable(schedule) else schedule)
-        return factory.build_optimizer(schedule), schedule
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"optimization: cannot build the optimizer ({exc})") from exc
-
-
-def learning_rate_at(schedule, step) -> float:
-    return float(schedule(step) if callable(schedule) else schedule)
 
 
 # ----------------------------------------------------------------------------- distribution
