@@ -59,9 +59,14 @@ def split_cpu(devices: int) -> None:
         raise ConfigError(f"--cpu-devices {devices}: TensorFlow is already initialised ({exc})") from exc
 
 
-def make_strategy(name: str = "default", tpu: str | None = None):
-    """A tf.distribute strategy by name (see STRATEGIES)."""
+def make_strategy(name: str = "default", tpu: str | None = None, cluster_timeout_s: float | None = None):
+    """A tf.distribute strategy by name (see STRATEGIES). Create it before any other TensorFlow work:
+    multi_worker_mirrored reads TF_CONFIG (utils/train/cluster.py) and waits for the other workers."""
+    import os
+
     import tensorflow as tf
+
+    from utils.train.cluster import TF_CONFIG_VAR, make_multi_worker_strategy, parse_tf_config
 
     if name == "default":
         return tf.distribute.get_strategy()
@@ -69,21 +74,15 @@ def make_strategy(name: str = "default", tpu: str | None = None):
         if tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    if name == "multi_worker_mirrored":  # the cluster comes from TF_CONFIG
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return make_multi_worker_strategy(parse_tf_config(os.environ.get(TF_CONFIG_VAR)),
+                                          cluster_timeout_s or config.TRAIN_CLUSTER_TIMEOUT_S)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-
-
-def is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -145,6 +144,18 @@ def _orbit():
     return orbit
 
 
+def apply_summed_gradients(optimizer, grads_and_vars, summed: bool) -> None:
+    """apply_gradients, told not to sum the replicas' gradients again when they already are."""
+    import inspect
+
+    if not summed:
+        optimizer.apply_gradients(grads_and_vars)
+    elif "experimental_aggregate_gradients" in inspect.signature(optimizer.apply_gradients).parameters:
+        optimizer.apply_gradients(grads_and_vars, experimental_aggregate_gradients=False)  # tf_keras legacy
+    else:
+        optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
+
+
 def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping):
     """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop."""
     import tensorflow as tf
@@ -176,9 +187,11 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                                       * tf.add_n([tf.nn.l2_loss(k) for k in self.kernels]))
                 variables = model.trainable_variables
                 grads = tape.gradient(objective, variables)
+                if replicas > 1:  # the global gradient, so that clipping acts on it as on one device
+                    grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
                 if train_cfg["clip_gradient_norm"]:
-                    grads, _ = tf.clip_by_global_norm(grads, train_cfg["clip_gradient_norm"] / replicas)
-                optimizer.apply_gradients(zip(grads, variables, strict=True))
+                    grads, _ = tf.clip_by_global_norm(grads, train_cfg["clip_gradient_norm"])
+                apply_summed_gradients(optimizer, zip(grads, variables, strict=True), summed=replicas > 1)
                 for key, metric in self.losses.items():
                     metric.update_state(losses[key] * replicas)  # each replica holds its share
             strategy.run(step, args=(next(iterator),))
@@ -322,7 +335,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 def run_training(plan: TrainingPlan, strategy, progress: bool = True,
                  log: Callable[[str], None] = print) -> dict:
-    """Train (or resume) to cfg.train.steps with checkpoints, summaries and evaluation."""
+    """Train (or resume) to cfg.train.steps with checkpoints, summaries and evaluation. In a multi-worker
+    run only the chief writes the run folder; the other workers write to a temporary folder."""
+    from utils.train.cluster import is_chief, write_dir
+
+    chief = is_chief(strategy)
+    with write_dir(plan.run_dir, strategy, prefix=f"{plan.run_dir.name}-worker-") as out_dir:
+        return _train(plan, strategy, out_dir, progress and chief, log)
+
+
+def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Callable[[str], None]) -> dict:
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -347,8 +369,8 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
     if plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    write_dir = run_dir if is_chief(strategy) else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=train_cfg["max_to_keep"],
+    chief = out_dir == run_dir
+    manager = tf.train.CheckpointManager(checkpoint, str(out_dir), max_to_keep=train_cfg["max_to_keep"],
                                          step_counter=global_step,
                                          checkpoint_interval=train_cfg["checkpoint_interval"])
     if plan.resume_from is not None:
@@ -359,9 +381,9 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
             raise ModelError(f"{plan.resume_from}: checkpoint does not fit {ARCHITECTURE} with {num_classes} "
                              f"classes ({str(exc).splitlines()[0]}); use another --run") from exc
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_label_map(run_dir / config.LABEL_MAP_NAME, plan.class_names)
-    _write_json(run_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
+    _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
                                           "eval_files": [str(f) for f in plan.eval_files], "config": cfg})
@@ -394,11 +416,11 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
 
     start = time.monotonic()
     start_step = int(global_step.numpy())
-    with open(run_dir / TRAIN_LOG_NAME, "a", buffering=1) as orbit_log, contextlib.redirect_stdout(orbit_log), bar:
+    with open(out_dir / TRAIN_LOG_NAME, "a", buffering=1) as orbit_log, contextlib.redirect_stdout(orbit_log), bar:
         controller = _orbit().Controller(
             strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
             steps_per_loop=train_cfg["steps_per_loop"], checkpoint_manager=manager,
-            summary_dir=str(write_dir / "train"), eval_summary_dir=str(write_dir / "eval"),
+            summary_dir=str(out_dir / "train"), eval_summary_dir=str(out_dir / "eval"),
             train_actions=[on_train])
         if train_cfg["eval_interval"] and evaluator is not None:
             controller.train_and_evaluate(train_steps=steps, eval_steps=-1,
@@ -413,8 +435,8 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
             metrics = evaluator.last_metrics
     summary = {"run": run_dir.name, "step": int(global_step.numpy()), "steps_this_session":
                int(global_step.numpy()) - start_step, "train_seconds": round(seconds, 1),
-               "checkpoint": manager.latest_checkpoint, "final_losses": last}
+               "checkpoint": manager.latest_checkpoint if chief else None, "final_losses": last}
     if metrics is not None:
         summary["eval"] = {k: metrics[k] for k in ("AP50", "AP", "AR100", "images", "ground_truth_boxes")}
-        _write_json(run_dir / EVAL_METRICS_NAME, {"step": summary["step"], **metrics})
+        _write_json(out_dir / EVAL_METRICS_NAME, {"step": summary["step"], **metrics})
     return summary
