@@ -124,7 +124,7 @@ def wait_for_peers(task: ClusterTask, timeout_s: float, message: str) -> None:
     through TensorFlow's server on the same port. The listener is closed before TensorFlow binds it."""
     port = _host_port(task.address)[1]
     try:
-        listener = socket.create_server(("", port), reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=64)
+        listener = socket.create_server(("", port), backlog=64)
     except OSError as exc:
         raise ClusterError(f"{TF_CONFIG_VAR}: {task.name} cannot listen on port {port} ({exc.strerror or exc}); "
                            f"is another process using it?") from exc
