@@ -3,11 +3,15 @@
 
 The model is the pretrained handtrack.js SSD MobileNetV2 rebuilt in Keras (utils/train/model.py);
 by default it starts from those weights. The run's settings come from model-checkpoint/<run>.yaml
-(keys and defaults: utils/train/training.py DEFAULT_CONFIG), then from the flags below.
+(keys and defaults: utils/train/run_config.py TrainingConfig), then from the flags below.
 Running the same command again resumes from the run's last checkpoint; a finished run only
 re-evaluates. Export the result with:
   export_inference_graph.py --checkpoint model-checkpoint/<run> --output_directory DIR
 TensorBoard: tensorboard --logdir model-checkpoint/<run>
+
+Several machines: run the same command on each with --strategy multi_worker_mirrored and its own
+TF_CONFIG (the cluster and this task); the records and --checkpoint-root must be on storage every
+machine sees. The chief writes the run folder (see README, Train).
 """
 from __future__ import annotations
 
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="split the CPU into N logical devices first (e.g. 2 to try --strategy mirrored "
                            "without GPUs)")
     dist.add_argument("--tpu", metavar="ADDRESS", help="TPU name or grpc:// address for --strategy tpu")
+    dist.add_argument("--cluster-timeout", type=float, default=config.TRAIN_CLUSTER_TIMEOUT_S, metavar="SECONDS",
+                      help="multi_worker_mirrored: how long a worker waits for the others in TF_CONFIG before it "
+                           "stops with an error (default: %(default)s)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -89,7 +96,8 @@ def config_overrides(args: argparse.Namespace, cfg_lr_type: str | None = None) -
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
-    from utils.train.training import ConfigError, load_config
+    """The run's config: its YAML (or --config), then the flags. Runs no TensorFlow op."""
+    from utils.train.run_config import ConfigError, load_config
 
     path = args.config
     if path is None and (args.checkpoint_root / f"{args.run}.yaml").exists():
@@ -107,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     if "/" in args.run or args.run in ("", ".", ".."):
         print(f"error: --run {args.run!r}: a run name is a plain folder name", file=sys.stderr)
         return 2
+    if args.cluster_timeout <= 0:
+        print(f"error: --cluster-timeout {args.cluster_timeout:g}: must be > 0 seconds", file=sys.stderr)
+        return 2
     import tensorflow as tf
 
+    from utils.common.errors import UserError, one_line
     from utils.common.label_map import LabelMapError
     from utils.train.inputs import DataError
     from utils.train.model import ModelError
     from utils.train.training import (
-        ConfigError,
         TrainingError,
         make_strategy,
         prepare_training,
@@ -124,17 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # deprecation notes; orbit's own log goes to the run's train.log
     run_dir = args.checkpoint_root / args.run
     try:
-        if args.cpu_devices and args.cpu_devices > 1:
-            split_cpu(args.cpu_devices)  # first: nothing may initialise TensorFlow before it
-        cfg, cfg_path = resolve_config(args)
+        cfg, cfg_path = resolve_config(args)  # bad config: an error before waiting for a cluster
         if args.print_config:
             import yaml
             print(yaml.safe_dump(cfg, sort_keys=False), end="")
             return 0
+        # No TensorFlow op may run before these two: logical CPUs and collective ops are set at startup.
+        if args.cpu_devices and args.cpu_devices > 1:
+            split_cpu(args.cpu_devices)
+        strategy = make_strategy(args.strategy, args.tpu, args.cluster_timeout)
         plan = prepare_training(cfg, run_dir)
-        strategy = make_strategy(args.strategy, args.tpu)
-    except (ConfigError, DataError, ModelError, LabelMapError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UserError, DataError, ModelError, LabelMapError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"run {args.run}: config {cfg_path or 'defaults'}, {len(plan.class_names)} class(es) "
           f"{plan.class_names}, {cfg['train']['steps']} steps of batch {cfg['train']['batch_size']}, "
@@ -143,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         print(note)
     try:
         summary = run_training(plan, strategy, progress=not args.no_progress)
-    except (ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UserError, ModelError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -106,3 +106,15 @@ def test_focal_loss_uses_every_anchor_and_down_weights_easy_ones():
     easy = {**outputs, "class_logits": outputs["class_logits"] * 0 + tf.constant([[[5.0, -5.0]]])}
     assert 0 < float(ssd_losses(easy, targets, cfg)["classification"]) < focal
     assert np.isfinite(focal)
+
+
+@pytest.mark.parametrize("name", ["egohands", "sample", "scratch"])
+def test_shipped_configs_load(name):
+    """model-checkpoint/*.yaml fit the TrainingConfig tree; only the chosen optimizer's settings are kept."""
+    from utils.common import config
+
+    cfg = load_config(config.CHECKPOINT_DIR / f"{name}.yaml")
+    optimizer = cfg["optimization"]["optimizer"]
+    assert set(optimizer) == {"type", optimizer["type"]}
+    assert isinstance(cfg["optimization"]["learning_rate"]["cosine"]["initial_learning_rate"], float)
+    assert set(cfg) == set(DEFAULT_CONFIG)

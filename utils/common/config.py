@@ -83,6 +83,10 @@ DEFAULT_NUM_HANDS = 2
 DEFAULT_WIDTH = 320
 DEFAULT_HEIGHT = 240
 
+# Multi-worker training (train.py --strategy multi_worker_mirrored): seconds a worker waits for the
+# others listed in TF_CONFIG before giving up with an error.
+TRAIN_CLUSTER_TIMEOUT_S = 300
+
 # Real data beside the checkout (absent on a user's fresh clone; tests skip then).
 SHARED_DIR = Path(os.environ.get("HANDTRACK_SHARED_DIR", ROOT.parent / "shared"))
 SHARED_EGOHANDS_ZIP = SHARED_DIR / "egohands-sample" / "egohands_data.zip"

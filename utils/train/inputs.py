@@ -162,11 +162,17 @@ class SsdInput:
         """Endless, shuffled, augmented batches of (images [B,300,300,3], targets)."""
         import tensorflow as tf
 
+        # Each worker (input pipeline) reads its own share: whole files when there are enough of them,
+        # else every n-th record (1 file, 2 workers: records 0,2,4.. and 1,3,5..).
+        pipelines = input_context.num_input_pipelines if input_context is not None else 1
         dataset = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        by_file = pipelines > 1 and len(files) >= pipelines
+        if by_file:
+            dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
         dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 4)),
-                                     num_parallel_calls=tf.data.AUTOTUNE)
+                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if pipelines > 1 and not by_file:
+            dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
         if cache:  # raw bytes only: decoded frames would not fit in memory for the full dataset
             dataset = dataset.cache()
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()

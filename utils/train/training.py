@@ -1,4 +1,4 @@
-"""Training the hand detector: config, losses, distribution strategy, the orbit training loop.
+"""Training the hand detector: losses, distribution strategy, the orbit training loop.
 
 One run = one folder model-checkpoint/<run>/ holding run.json (architecture, classes, the config
 used), hand_label_map.pbtxt (class names for the exporter), ckpt-N checkpoints (resume and export),
@@ -7,11 +7,12 @@ train/ and eval/ TensorBoard summaries, train.log and eval_metrics.json.
 From tf-models-official: the orbit Controller/StandardTrainer/StandardEvaluator loop, optimizers and
 learning-rate schedules (official.modeling.optimization), AnchorLabeler / box matcher / Faster R-CNN
 box coder, FocalLoss, TfExampleDecoder and the box-aware augmentation ops (utils/train/inputs.py).
+The config (keys, defaults, YAML and --set overrides) is utils/train/run_config.py; the cluster
+(TF_CONFIG) and who writes what in a multi-worker run, utils/train/cluster.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -24,200 +25,25 @@ import numpy as np
 
 from utils.common import config
 from utils.common.errors import UserError
+from utils.train.run_config import (  # noqa: F401  (the config's names, re-exported for callers)
+    CHOICES,
+    DEFAULT_CONFIG,
+    ConfigError,
+    TrainingConfig,
+    build_optimizer,
+    learning_rate_at,
+    load_config,
+    load_config_tree,
+)
 
-# Every config key and its default (model-checkpoint/*.yaml override these; nothing else is accepted).
-DEFAULT_CONFIG: dict[str, Any] = {
-    "model": {
-        "num_classes": 1,           # 1 = 'hand' (multi-class records are merged), or the label map's count
-        "init": "pretrained",       # pretrained (handtrack.js) | random | imagenet (backbone only)
-        "imagenet_weights": None,   # local Keras MobileNetV2 no-top .h5 for init: imagenet
-    },
-    "data": {
-        "dir": "data",              # <dir>/<split>.record(-shards) + <dir>/hand_label_map.pbtxt (relative to the repo)
-        "train_split": "train",
-        "eval_split": "test",       # evaluated during/after training; null: no evaluation
-        "shuffle_buffer": 256,
-        "cache": False,             # keep the record bytes in memory (small datasets)
-    },
-    "train": {
-        "batch_size": 8,            # global batch, split over the replicas
-        "steps": 2000,
-        "steps_per_loop": 10,       # steps per compiled loop (progress and summaries update this often)
-        "checkpoint_interval": 100,
-        "max_to_keep": 3,
-        "eval_interval": 0,         # steps between evaluations; 0: evaluate once, at the end
-        "eval_batch_size": 8,
-        "clip_gradient_norm": 10.0,  # null: no clipping
-        "weight_decay": 0.0,        # L2 on conv kernels
-        "seed": 0,
-    },
-    "loss": {
-        "classification": "sigmoid_hnm",  # sigmoid_hnm (the original: sigmoid + hard negative mining) | focal
-        "negatives_per_positive": 3,      # hard negative mining
-        "min_negatives": 3,
-        "focal_alpha": 0.25,
-        "focal_gamma": 2.0,
-        "classification_weight": 1.0,
-        "localization_weight": 1.0,
-        "huber_delta": 1.0,               # smooth L1
-    },
-    "matcher": {"matched_threshold": 0.5, "unmatched_threshold": 0.5},
-    "augment": {
-        "horizontal_flip": 0.5,      # probability; left/right class names swap with the image
-        "random_crop": True,         # SSD random crop (applied to half the images)
-        "crop_min_scale": 0.3,
-        "crop_aspect_ratio": [0.5, 2.0],
-        "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,  # colour jitter magnitudes
-    },
-    # official.modeling.optimization.OptimizationConfig. Left null: decay_steps = train.steps,
-    # warmup_steps = 5% of train.steps (so a short run still reaches its learning rate).
-    "optimization": {
-        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
-        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 0.004, "decay_steps": None}},
-        "warmup": {"type": "linear", "linear": {"warmup_steps": None, "warmup_learning_rate": 0.0}},
-    },
-}
-CHOICES = {("model", "init"): ("pretrained", "random", "imagenet"),
-           ("loss", "classification"): ("sigmoid_hnm", "focal")}
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 RUN_INFO_NAME = "run.json"
 EVAL_METRICS_NAME = "eval_metrics.json"
 TRAIN_LOG_NAME = "train.log"
 
 
-class ConfigError(UserError):
-    """A config file or override that does not fit DEFAULT_CONFIG."""
-
-
 class TrainingError(UserError):
     """Training that cannot go on (e.g. the loss became NaN)."""
-
-
-# ----------------------------------------------------------------------------- config
-
-def _merge(base: dict, override: Mapping, source: str, path: str = "") -> dict:
-    for key, value in override.items():
-        where = f"{path}{key}"
-        if key not in base:
-            raise ConfigError(f"{source}: unknown config key {where!r}; known keys here: "
-                              f"{', '.join(sorted(base))}")
-        if where == "optimization":  # keys checked by tf-models-official's OptimizationConfig
-            base[key] = _deep_update(base[key], value)
-        elif isinstance(base[key], dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{source}: {where!r} must be a mapping of {', '.join(sorted(base[key]))}")
-            _merge(base[key], value, source, where + ".")
-        else:
-            base[key] = _check_value(base[key], value, source, where)
-    return base
-
-
-def _deep_update(base: Any, value: Any) -> Any:
-    if isinstance(base, dict) and isinstance(value, Mapping):
-        merged = dict(base)
-        for key, item in value.items():
-            merged[key] = _deep_update(base.get(key), item)
-        return merged
-    return copy.deepcopy(value)
-
-
-def _check_value(default: Any, value: Any, source: str, where: str) -> Any:
-    if default is None or value is None:
-        return value  # optional values (paths, clip norm, eval split)
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(default, bool) and isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{source}: {where!r} must be a {type(default).__name__}, got {value!r}")
-    return value
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-    """DEFAULT_CONFIG, updated by a YAML file and then by `key.sub=value` overrides; validated."""
-    import yaml
-
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of {', '.join(DEFAULT_CONFIG)}")
-        _merge(cfg, loaded, str(path))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=500")
-        nested: Any = yaml.safe_load(text) if text.strip() else None
-        for part in reversed(key.strip().split(".")):
-            nested = {part: nested}
-        _merge(cfg, nested, f"--set {item}")
-    validate_config(cfg)
-    return cfg
-
-
-def validate_config(cfg: dict, source: str = "config") -> None:
-    for (section, key), allowed in CHOICES.items():
-        if cfg[section][key] not in allowed:
-            raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(allowed)}, "
-                              f"got {cfg[section][key]!r}")
-    train = cfg["train"]
-    for key in ("batch_size", "steps", "steps_per_loop", "checkpoint_interval", "max_to_keep", "eval_batch_size"):
-        if train[key] < 1:
-            raise ConfigError(f"{source}: train.{key} must be >= 1, got {train[key]}")
-    if cfg["model"]["num_classes"] < 1:
-        raise ConfigError(f"{source}: model.num_classes must be >= 1, got {cfg['model']['num_classes']}")
-    matcher = cfg["matcher"]
-    if not 0 < matcher["unmatched_threshold"] <= matcher["matched_threshold"] <= 1:
-        raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
-    if not 0 <= cfg["augment"]["horizontal_flip"] <= 1:
-        raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
-    build_optimizer(cfg)  # the optimization section is checked by building it
-
-
-def build_optimizer(cfg: Mapping):
-    """(tf_keras optimizer, learning-rate schedule) from cfg['optimization'] via official.modeling."""
-    from official.modeling import optimization
-
-    opt = copy.deepcopy(dict(cfg["optimization"]))
-    steps = cfg["train"]["steps"]
-    for section, key, value in (("learning_rate", "decay_steps", steps),
-                                ("warmup", "warmup_steps", max(1, steps // 20))):
-        part = opt.get(section)
-        params = part.get(part.get("type")) if isinstance(part, Mapping) else None
-        if isinstance(params, dict) and key in params and params[key] is None:
-            params[key] = value
-    opt_config = optimization.OptimizationConfig()
-    try:
-        opt_config.override(opt, is_strict=True)
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"optimization: {str(exc).strip(chr(34))} (see official.modeling.optimization "
-                          f"configs)") from exc
-    try:
-        chosen = opt_config.optimizer.get() is not None and opt_config.learning_rate.get() is not None
-    except ValueError:  # a type that names no config
-        chosen = False
-    if not chosen:
-        raise ConfigError(f"optimization: unknown optimizer type {opt_config.optimizer.type!r} or learning_rate "
-                          f"type {opt_config.learning_rate.type!r}")
-    try:
-        factory = optimization.OptimizerFactory(opt_config)
-        schedule = factory.build_learning_rate()
-        float(schedule(0) if callable(schedule) else schedule)
-        return factory.build_optimizer(schedule), schedule
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"optimization: cannot build the optimizer ({exc})") from exc
-
-
-def learning_rate_at(schedule, step) -> float:
-    return float(schedule(step) if callable(schedule) else schedule)
 
 
 # ----------------------------------------------------------------------------- distribution
@@ -234,9 +60,14 @@ def split_cpu(devices: int) -> None:
         raise ConfigError(f"--cpu-devices {devices}: TensorFlow is already initialised ({exc})") from exc
 
 
-def make_strategy(name: str = "default", tpu: str | None = None):
-    """A tf.distribute strategy by name (see STRATEGIES)."""
+def make_strategy(name: str = "default", tpu: str | None = None, cluster_timeout_s: float | None = None):
+    """A tf.distribute strategy by name (see STRATEGIES). Create it before any other TensorFlow work:
+    multi_worker_mirrored reads TF_CONFIG (utils/train/cluster.py) and waits for the other workers."""
+    import os
+
     import tensorflow as tf
+
+    from utils.train.cluster import TF_CONFIG_VAR, make_multi_worker_strategy, parse_tf_config
 
     if name == "default":
         return tf.distribute.get_strategy()
@@ -244,21 +75,15 @@ def make_strategy(name: str = "default", tpu: str | None = None):
         if tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    if name == "multi_worker_mirrored":  # the cluster comes from TF_CONFIG
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return make_multi_worker_strategy(parse_tf_config(os.environ.get(TF_CONFIG_VAR)),
+                                          cluster_timeout_s or config.TRAIN_CLUSTER_TIMEOUT_S)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-
-
-def is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -320,6 +145,18 @@ def _orbit():
     return orbit
 
 
+def apply_summed_gradients(optimizer, grads_and_vars, summed: bool) -> None:
+    """apply_gradients, told not to sum the replicas' gradients again when they already are."""
+    import inspect
+
+    if not summed:
+        optimizer.apply_gradients(grads_and_vars)
+    elif "experimental_aggregate_gradients" in inspect.signature(optimizer.apply_gradients).parameters:
+        optimizer.apply_gradients(grads_and_vars, experimental_aggregate_gradients=False)  # tf_keras legacy
+    else:
+        optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
+
+
 def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping):
     """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop."""
     import tensorflow as tf
@@ -351,9 +188,11 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                                       * tf.add_n([tf.nn.l2_loss(k) for k in self.kernels]))
                 variables = model.trainable_variables
                 grads = tape.gradient(objective, variables)
+                if replicas > 1:  # the global gradient, so that clipping acts on it as on one device
+                    grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
                 if train_cfg["clip_gradient_norm"]:
-                    grads, _ = tf.clip_by_global_norm(grads, train_cfg["clip_gradient_norm"] / replicas)
-                optimizer.apply_gradients(zip(grads, variables, strict=True))
+                    grads, _ = tf.clip_by_global_norm(grads, train_cfg["clip_gradient_norm"])
+                apply_summed_gradients(optimizer, zip(grads, variables, strict=True), summed=replicas > 1)
                 for key, metric in self.losses.items():
                     metric.update_state(losses[key] * replicas)  # each replica holds its share
             strategy.run(step, args=(next(iterator),))
@@ -497,7 +336,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 def run_training(plan: TrainingPlan, strategy, progress: bool = True,
                  log: Callable[[str], None] = print) -> dict:
-    """Train (or resume) to cfg.train.steps with checkpoints, summaries and evaluation."""
+    """Train (or resume) to cfg.train.steps with checkpoints, summaries and evaluation. In a multi-worker
+    run only the chief writes the run folder; the other workers write to a temporary folder."""
+    from utils.train.cluster import is_chief, write_dir
+
+    chief = is_chief(strategy)
+    with write_dir(plan.run_dir, strategy, prefix=f"{plan.run_dir.name}-worker-") as out_dir:
+        return _train(plan, strategy, out_dir, progress and chief, log)
+
+
+def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Callable[[str], None]) -> dict:
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -522,8 +370,8 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
     if plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    write_dir = run_dir if is_chief(strategy) else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=train_cfg["max_to_keep"],
+    chief = out_dir == run_dir
+    manager = tf.train.CheckpointManager(checkpoint, str(out_dir), max_to_keep=train_cfg["max_to_keep"],
                                          step_counter=global_step,
                                          checkpoint_interval=train_cfg["checkpoint_interval"])
     if plan.resume_from is not None:
@@ -534,9 +382,9 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
             raise ModelError(f"{plan.resume_from}: checkpoint does not fit {ARCHITECTURE} with {num_classes} "
                              f"classes ({str(exc).splitlines()[0]}); use another --run") from exc
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_label_map(run_dir / config.LABEL_MAP_NAME, plan.class_names)
-    _write_json(run_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
+    _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
                                           "eval_files": [str(f) for f in plan.eval_files], "config": cfg})
@@ -569,11 +417,11 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
 
     start = time.monotonic()
     start_step = int(global_step.numpy())
-    with open(run_dir / TRAIN_LOG_NAME, "a", buffering=1) as orbit_log, contextlib.redirect_stdout(orbit_log), bar:
+    with open(out_dir / TRAIN_LOG_NAME, "a", buffering=1) as orbit_log, contextlib.redirect_stdout(orbit_log), bar:
         controller = _orbit().Controller(
             strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
             steps_per_loop=train_cfg["steps_per_loop"], checkpoint_manager=manager,
-            summary_dir=str(write_dir / "train"), eval_summary_dir=str(write_dir / "eval"),
+            summary_dir=str(out_dir / "train"), eval_summary_dir=str(out_dir / "eval"),
             train_actions=[on_train])
         if train_cfg["eval_interval"] and evaluator is not None:
             controller.train_and_evaluate(train_steps=steps, eval_steps=-1,
@@ -588,8 +436,8 @@ def run_training(plan: TrainingPlan, strategy, progress: bool = True,
             metrics = evaluator.last_metrics
     summary = {"run": run_dir.name, "step": int(global_step.numpy()), "steps_this_session":
                int(global_step.numpy()) - start_step, "train_seconds": round(seconds, 1),
-               "checkpoint": manager.latest_checkpoint, "final_losses": last}
+               "checkpoint": manager.latest_checkpoint if chief else None, "final_losses": last}
     if metrics is not None:
         summary["eval"] = {k: metrics[k] for k in ("AP50", "AP", "AR100", "images", "ground_truth_boxes")}
-        _write_json(run_dir / EVAL_METRICS_NAME, {"step": summary["step"], **metrics})
+        _write_json(out_dir / EVAL_METRICS_NAME, {"step": summary["step"], **metrics})
     return summary
