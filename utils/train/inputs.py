@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from utils.common.errors import UserError
+from utils.data.tfrecord import IMAGE_SOURCE as SOURCE_KEY  # each image's dataset; old records lack it
 from utils.export.exporter import BOX_CODER_SCALES
 
 # Target keys of one example (the model's outputs are compared with these in the loss).
@@ -22,6 +23,7 @@ CLS_TARGETS = "cls_targets"   # int32 [A]: 1..C matched class, 0 background (unm
 BOX_TARGETS = "box_targets"   # float32 [A,4]: encoded (ty,tx,th,tw)
 CLS_WEIGHTS = "cls_weights"   # float32 [A]: 0 for ignored anchors
 BOX_WEIGHTS = "box_weights"   # float32 [A]: 1 for matched anchors
+DISTILL_MASK = "distill_mask"  # float32 []: 1 where the teacher's outputs are a target (distillation)
 
 
 class DataError(UserError):
@@ -64,6 +66,26 @@ def split_files(data_dir: str | Path, split: str) -> list[Path]:
         raise DataError(f"{files[0]}: the {split!r} split holds no examples; choose videos for it when "
                         f"running egohands_dataset_clean.py, or pick another split")
     return files
+
+
+def record_source(serialized):
+    """The dataset an example came from (SOURCE_KEY), '' for records written before sources existed."""
+    import tensorflow as tf
+
+    spec = {SOURCE_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    return tf.io.parse_single_example(serialized, spec)[SOURCE_KEY]
+
+
+def count_sources(files: Sequence[str | Path]) -> dict[str, int]:
+    """Examples per source in the record files (parses only the source field)."""
+    import tensorflow as tf
+
+    sources = tf.data.TFRecordDataset([str(f) for f in files]).map(record_source, num_parallel_calls=tf.data.AUTOTUNE)
+    counts: dict[str, int] = {}
+    for batch in sources.batch(4096):
+        for name in batch.numpy():
+            counts[name.decode("utf-8")] = counts.get(name.decode("utf-8"), 0) + 1
+    return counts
 
 
 def exact_jpeg_decoder():
@@ -158,8 +180,14 @@ class SsdInput:
     # -- datasets ---------------------------------------------------------------------------------
 
     def train_dataset(self, files: Sequence[str | Path], batch_size: int, shuffle_buffer: int = 256,
-                      seed: int | None = None, input_context=None, cache: bool = False):
-        """Endless, shuffled, augmented batches of (images [B,300,300,3], targets)."""
+                      seed: int | None = None, input_context=None, cache: bool = False,
+                      source_weights: Mapping[str, float] | None = None, distill_sources: Sequence[str] = ()):
+        """Endless, shuffled, augmented batches of (images [B,300,300,3], targets).
+
+        `source_weights` ({source: weight}) draws each example from one source with that probability,
+        whatever the sources' sizes (a small egocentric set is not drowned by a large third-person one).
+        `distill_sources` adds DISTILL_MASK to the targets: 1 for examples of those sources.
+        """
         import tensorflow as tf
 
         # Each worker (input pipeline) reads its own share: whole files when there are enough of them,
@@ -175,12 +203,25 @@ class SsdInput:
             dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
         if cache:  # raw bytes only: decoded frames would not fit in memory for the full dataset
             dataset = dataset.cache()
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        if source_weights:
+            names = sorted(source_weights)
+            streams = [dataset.filter(lambda s, name=name: tf.equal(record_source(s), name))
+                       .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat() for name in names]
+            total = float(sum(source_weights.values()))
+            dataset = tf.data.Dataset.sample_from_datasets(
+                streams, weights=[source_weights[n] / total for n in names], seed=seed)
+        else:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        teacher_sources = tf.constant(list(distill_sources) or [""], tf.string)
 
         def prepare(serialized):
             image, boxes, classes = self.decode(serialized)
             image, boxes, classes = self.random_augment(image, boxes, classes)
-            return self.resize(image), self.assign_targets(boxes, classes)
+            targets = self.assign_targets(boxes, classes)
+            if distill_sources:
+                targets[DISTILL_MASK] = tf.cast(tf.reduce_any(tf.equal(record_source(serialized), teacher_sources)),
+                                                tf.float32)
+            return self.resize(image), targets
 
         dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -48,6 +48,10 @@ class DataConfig(Section):
     eval_split: str | None = "test"      # evaluated during/after training; null: no evaluation
     shuffle_buffer: int = 256               # 1: record order (deterministic runs)
     cache: bool = False                     # keep the record bytes in memory (small datasets)
+    # Per-source sampling: each example is drawn from sources[i] with probability source_weights[i]
+    # (normalised), whatever the sources' sizes; empty: records as they come (the `source` record field).
+    sources: list[str] = dataclasses.field(default_factory=list)
+    source_weights: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -74,6 +78,12 @@ class LossConfig(Section):
     classification_weight: float = 1.0
     localization_weight: float = 1.0
     huber_delta: float = 1.0                # smooth L1
+    # The pretrained model as a teacher: its outputs are a target on these sources' images, so the view
+    # it knows (egocentric) is kept while others are learnt. 0: off; needs model.num_classes 1.
+    distillation_weight: float = 0.0
+    distillation_box_weight: float = 1.0    # box encodings, on anchors the teacher is confident about
+    distillation_min_score: float = 0.5
+    distillation_sources: list[str] = dataclasses.field(default_factory=lambda: ["egohands"])
 
 
 @dataclasses.dataclass
@@ -274,6 +284,18 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
     if not 0 <= tree.augment.horizontal_flip <= 1:
         raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
+    data = tree.data
+    if len(data.sources) != len(data.source_weights) or any(w <= 0 for w in data.source_weights) \
+            or len(set(data.sources)) != len(data.sources):
+        raise ConfigError(f"{source}: data.sources and data.source_weights are parallel lists of distinct "
+                          f"sources and positive weights, e.g. [egohands, oxford] and [1, 1]; got "
+                          f"{list(data.sources)} and {list(data.source_weights)}")
+    loss = tree.loss
+    if loss.distillation_weight < 0 or loss.distillation_box_weight < 0:
+        raise ConfigError(f"{source}: loss.distillation_weight and loss.distillation_box_weight must be >= 0")
+    if loss.distillation_weight > 0 and tree.model.num_classes != 1:
+        raise ConfigError(f"{source}: loss.distillation_weight needs model.num_classes 1 (the teacher is the "
+                          f"1-class pretrained model)")
     if len(tree.augment.crop_aspect_ratio) != 2:
         raise ConfigError(f"{source}: augment.crop_aspect_ratio is [low, high], got {tree.augment.crop_aspect_ratio}")
     for part in ONEOF_SECTIONS:

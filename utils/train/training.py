@@ -130,6 +130,48 @@ def ssd_losses(outputs: Mapping, targets: Mapping, loss_cfg: Mapping) -> dict:
             "localization": localization}
 
 
+def distillation_losses(outputs: Mapping, teacher: Mapping, mask, loss_cfg: Mapping) -> dict:
+    """The student's divergence from the teacher on the images where `mask` is 1.
+
+    Classification: the Bernoulli KL divergence of every anchor's sigmoid scores (0 when they agree),
+    summed over anchors and averaged over the masked images of all replicas. Boxes: smooth L1 to the
+    teacher's encodings on anchors whose teacher score reaches `distillation_min_score`.
+    """
+    import tensorflow as tf
+
+    student_logits = tf.cast(outputs["class_logits"], tf.float32)
+    teacher_logits = tf.stop_gradient(tf.cast(teacher["class_logits"], tf.float32))
+    probs = tf.sigmoid(teacher_logits)
+    kl = (tf.nn.sigmoid_cross_entropy_with_logits(probs, student_logits)
+          - tf.nn.sigmoid_cross_entropy_with_logits(probs, teacher_logits))
+    mask = tf.cast(mask, tf.float32)
+    confident = tf.cast(tf.reduce_max(probs[..., 1:], -1) >= loss_cfg["distillation_min_score"], tf.float32)
+    confident *= mask[:, None]
+    images, anchors = tf.reduce_sum(mask), tf.reduce_sum(confident)
+    context = tf.distribute.get_replica_context()
+    if context is not None:
+        images = context.all_reduce(tf.distribute.ReduceOp.SUM, images)
+        anchors = context.all_reduce(tf.distribute.ReduceOp.SUM, anchors)
+    classification = tf.reduce_sum(tf.reduce_sum(kl, [1, 2]) * mask) / tf.maximum(images, 1.0)
+    delta = loss_cfg["huber_delta"]
+    error = tf.abs(tf.cast(outputs["box_encodings"], tf.float32)
+                   - tf.stop_gradient(tf.cast(teacher["box_encodings"], tf.float32)))
+    huber = tf.reduce_sum(tf.where(error < delta, 0.5 * tf.square(error), delta * (error - 0.5 * delta)), -1)
+    boxes = tf.reduce_sum(huber * confident) / tf.maximum(anchors, 1.0)
+    return {"distillation": loss_cfg["distillation_weight"] * classification
+            + loss_cfg["distillation_box_weight"] * loss_cfg["distillation_weight"] * boxes}
+
+
+def build_teacher(num_classes: int = 1):
+    """The pretrained handtrack.js network, frozen: the distillation teacher."""
+    from utils.train.model import build_ssd_model, load_tfjs_weights
+
+    teacher = build_ssd_model(num_classes, name="teacher")
+    load_tfjs_weights(teacher)
+    teacher.trainable = False
+    return teacher
+
+
 # ----------------------------------------------------------------------------- detection (eval)
 
 def postprocess(outputs: Mapping, anchors: np.ndarray):
@@ -157,10 +199,13 @@ def apply_summed_gradients(optimizer, grads_and_vars, summed: bool) -> None:
         optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
 
 
-def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping):
+def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping,
+                 teacher=None):
     """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop."""
     import tensorflow as tf
     import tf_keras
+
+    from utils.train.inputs import DISTILL_MASK
 
     orbit = _orbit()
 
@@ -168,7 +213,8 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
         def __init__(self):
             super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
             with strategy.scope():
-                self.losses = {k: tf_keras.metrics.Mean(k) for k in ("total", "classification", "localization")}
+                names = ("total", "classification", "localization") + (("distillation",) if teacher else ())
+                self.losses = {k: tf_keras.metrics.Mean(k) for k in names}
             self.kernels = [v for v in model.trainable_variables if "kernel" in v.name]
 
         def train_loop_begin(self):
@@ -182,6 +228,10 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                 with tf.GradientTape() as tape:
                     outputs = model(images, training=True)
                     losses = ssd_losses(outputs, targets, loss_cfg)
+                    if teacher is not None:
+                        losses.update(distillation_losses(outputs, teacher(images, training=False),
+                                                          targets[DISTILL_MASK], loss_cfg))
+                        losses["total"] += losses["distillation"]
                     objective = losses["total"]
                     if train_cfg["weight_decay"]:
                         objective += (train_cfg["weight_decay"] / replicas
@@ -285,7 +335,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     import tensorflow as tf
 
     from utils.common.label_map import LabelMapError, class_names, read_label_map
-    from utils.train.inputs import DataError, split_files
+    from utils.train.inputs import DataError, count_sources, split_files
     from utils.train.model import ModelError, check_run_info, read_run_info
 
     run_dir = Path(run_dir)
@@ -306,6 +356,15 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         raise DataError(f"{label_map}: {len(names)} classes ({', '.join(names)}) but model.num_classes is "
                         f"{num_classes}; pass --num-classes {len(names)} (or 1), or regenerate the records")
     train_files = split_files(data_dir, cfg["data"]["train_split"])
+    weighted = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
+    if weighted or cfg["loss"]["distillation_weight"] > 0:
+        found = count_sources(train_files)
+        wanted = sorted(weighted) + list(cfg["loss"]["distillation_sources"])
+        missing = sorted({name for name in wanted if not found.get(name)})
+        if missing:
+            raise DataError(f"{train_files[0]}: no {cfg['data']['train_split']!r} examples from source(s) "
+                            f"{', '.join(missing)} (the records hold {found or 'none'}); make the data with "
+                            f"`make data DATASETS=...` or change data.sources / loss.distillation_sources")
     eval_files = split_files(data_dir, cfg["data"]["eval_split"]) if cfg["data"]["eval_split"] else []
 
     resume_from, start_step, notes = None, 0, []
@@ -363,10 +422,12 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     num_classes = len(plan.class_names)
     anchors = ssd_anchors()
 
+    distill = cfg["loss"]["distillation_weight"] > 0
     with strategy.scope():
         model = build_ssd_model(num_classes)
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
+        teacher = build_teacher(num_classes) if distill else None
     if plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -391,11 +452,13 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
 
     data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
                     cfg["matcher"]["unmatched_threshold"], plan.collapse_classes)
+    source_weights = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),
                                        cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"], input_context=ctx,
-                                       cache=cfg["data"]["cache"]))
-    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg)
+                                       cache=cfg["data"]["cache"], source_weights=source_weights,
+                                       distill_sources=cfg["loss"]["distillation_sources"] if distill else ()))
+    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg, teacher)
     evaluator = None
     if plan.eval_files:
         truth = read_ground_truth(plan.eval_files, plan.collapse_classes)

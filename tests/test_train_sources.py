@@ -1,0 +1,103 @@
+"""Training on several sources: per-source sampling weights and the pretrained model as a teacher."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.train.inputs import DISTILL_MASK, SOURCE_KEY, SsdInput, count_sources
+from utils.train.model import ssd_anchors
+from utils.train.training import ConfigError, distillation_losses, load_config
+
+tf = pytest.importorskip("tensorflow")
+
+
+def _example(source: str, seed: int) -> bytes:
+    """A real JPEG with one box, in the Object Detection API's keys plus the source field."""
+    rng = np.random.default_rng(seed)
+    ok, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    assert ok
+    feature = {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg.tobytes()])),
+        "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg"])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{seed}.jpg".encode()])),
+        "image/source_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{seed}.jpg".encode()])),
+        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[60])),
+        "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[80])),
+        "image/object/bbox/xmin": tf.train.Feature(float_list=tf.train.FloatList(value=[0.2])),
+        "image/object/bbox/xmax": tf.train.Feature(float_list=tf.train.FloatList(value=[0.6])),
+        "image/object/bbox/ymin": tf.train.Feature(float_list=tf.train.FloatList(value=[0.3])),
+        "image/object/bbox/ymax": tf.train.Feature(float_list=tf.train.FloatList(value=[0.7])),
+        "image/object/class/text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"hand"])),
+        "image/object/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+    }
+    if source:
+        feature[SOURCE_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture()
+def mixed_records(tmp_path):
+    """4 'egohands' examples beside 36 'oxford' ones: a 1:9 mix, as small egocentric sets are."""
+    path = tmp_path / "train.record"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(40):
+            writer.write(_example("egohands" if i % 10 == 0 else "oxford", i))
+    return path
+
+
+def test_count_sources(mixed_records, tmp_path):
+    assert count_sources([mixed_records]) == {"egohands": 4, "oxford": 36}
+    old = tmp_path / "old.record"
+    with tf.io.TFRecordWriter(str(old)) as writer:
+        writer.write(_example("", 0))
+    assert count_sources([old]) == {"": 1}  # records from before sources existed
+
+
+def test_source_weights_balance_batches_and_mask_the_teacher_sources(mixed_records):
+    data = SsdInput(ssd_anchors(), 1, ["hand"], {})
+    dataset = data.train_dataset([mixed_records], batch_size=20, shuffle_buffer=64, seed=1,
+                                 source_weights={"egohands": 1.0, "oxford": 1.0}, distill_sources=["egohands"])
+    masks = np.concatenate([targets[DISTILL_MASK].numpy() for _, targets in dataset.take(10)])
+    # 200 draws at 1:1 instead of the records' 1:9: about 100 egocentric ones (binomial sd ~7)
+    assert 70 < masks.sum() < 130
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    plain = data.train_dataset([mixed_records], batch_size=20, shuffle_buffer=64, seed=1)
+    assert DISTILL_MASK not in next(iter(plain))[1]
+
+
+def test_distillation_is_zero_when_the_student_agrees_and_pulls_it_towards_the_teacher():
+    cfg = load_config(None, ["loss.distillation_weight=1.0"])["loss"]
+    rng = np.random.default_rng(0)
+    teacher = {"class_logits": tf.constant(rng.normal(0, 3, (2, 50, 2)), tf.float32),
+               "box_encodings": tf.constant(rng.normal(0, 1, (2, 50, 4)), tf.float32)}
+    mask = tf.constant([1.0, 0.0])
+    same = distillation_losses(teacher, teacher, mask, cfg)["distillation"]
+    assert float(same) == pytest.approx(0.0, abs=1e-5)
+
+    student_logits = tf.Variable(tf.zeros((2, 50, 2)))
+    student_boxes = tf.Variable(tf.zeros((2, 50, 4)))
+    with tf.GradientTape() as tape:
+        loss = distillation_losses({"class_logits": student_logits, "box_encodings": student_boxes}, teacher,
+                                   mask, cfg)["distillation"]
+    assert float(loss) > 0.1
+    grad_logits, grad_boxes = tape.gradient(loss, [student_logits, student_boxes])
+    # only the masked image learns from the teacher, in the teacher's direction
+    assert not np.any(grad_logits.numpy()[1]) and not np.any(grad_boxes.numpy()[1])
+    toward = -grad_logits.numpy()[0] * np.sign(teacher["class_logits"].numpy()[0])
+    assert (toward >= 0).all()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source_weights=[1, 2]", "data.sources and data.source_weights are parallel lists"),
+    ("data.source_weights={egohands: 1}", "'data.source_weights' must be a list"),
+    ("loss.distillation_weight=-1", "must be >= 0"),
+])
+def test_bad_source_and_distillation_settings(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_distillation_needs_one_class():
+    with pytest.raises(ConfigError, match="needs model.num_classes 1"):
+        load_config(None, ["loss.distillation_weight=1", "model.num_classes=4"])
