@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import UserError, pass_hint
+from utils.common.errors import UserError, disk_error, pass_hint
 from utils.common.signals import interruptible
 from utils.data.egohands import (
     DEFAULT_FRACTIONS,
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. a disk filling up mid-run
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; nothing was changed, fix and re-run",
-              file=sys.stderr)
+        print(f"error: {disk_error(exc)}", file=sys.stderr)
         return 2
 
     print(f"{'split':<6} {'videos':>6} {'images':>6} {'boxes':>6}  output")

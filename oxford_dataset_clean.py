@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from utils.common import config
-from utils.common.errors import EXIT_BAD_INPUT, UserError, pass_hint, report
+from utils.common.errors import UserError, disk_error, pass_hint, report
 from utils.common.signals import interruptible
 from utils.data.oxford import (
     ARCHIVE_SPLITS,
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         return report(PROG, exc)
     except OSError as exc:  # e.g. a disk filling up mid-run
-        print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}; nothing was changed, fix and re-run",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return report(PROG, disk_error(exc))
 
     print(f"{'split':<6} {'images':>6} {'boxes':>6}  output")
     for name in SPLITS:

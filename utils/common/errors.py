@@ -29,6 +29,12 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def disk_error(exc: OSError) -> UserError:
+    """An OSError in the middle of a run (a full disk, a folder removed) as a user error: the outputs are
+    swapped in only at the end, so nothing was changed."""
+    return UserError(f"{exc.filename or ''}: {exc.strerror or exc}; nothing was changed, fix and re-run")
+
+
 def report(prog: str, error: BaseException) -> int:
     """Print `prog: error: message` on stderr and return the exit code for a user error."""
     print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
