@@ -133,6 +133,9 @@ def check_display() -> None:
                            f"(headless) or start one")
 
 
+LINGER_REDRAW_SECONDS = 0.5
+
+
 class Window:
     """The OpenCV HighGUI window (main thread only). Does nothing at all when disabled."""
 
@@ -140,6 +143,7 @@ class Window:
         self.title, self.enabled, self.show_fps = title, enabled, show_fps
         self._shown = False
         self._seen_visible = False
+        self._last: np.ndarray | None = None
 
     def __enter__(self) -> "Window":
         if self.enabled:
@@ -179,15 +183,23 @@ class Window:
         if not self._shown:  # start at the frame's own size (a WINDOW_NORMAL window may be resized later)
             cv2.resizeWindow(self.title, image.shape[1], image.shape[0])
         cv2.imshow(self.title, image)
-        self._shown = True
+        self._shown, self._last = True, image
         return self._keep_going()
 
     def linger(self, seconds: float) -> None:
         """Keep the last frame on screen for `seconds` (or until 'q')."""
         if not (self.enabled and self._shown):
             return
+        import cv2
+
         end = time.monotonic() + seconds
+        shown_at = 0.0
         while time.monotonic() < end and self._keep_going():
+            # A short run can end before the GUI has mapped its window, and a frame shown before that may
+            # never be painted: show the last one again now and then.
+            if time.monotonic() - shown_at > LINGER_REDRAW_SECONDS:
+                cv2.imshow(self.title, self._last)
+                shown_at = time.monotonic()
             time.sleep(0.01)
 
 
