@@ -30,18 +30,9 @@ from utils.data.egohands import (
     split_videos,
     write_visualizations,
 )
+from utils.data.splits import fractions_arg
 
 DEFAULT_VISUALIZE_DIR = config.RESULTS_DIR / "egohands_visualize"
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected 3 non-negative numbers like 0.8,0.1,0.1, got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def _video_list(text: str) -> list[str]:
@@ -84,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "videos not named elsewhere.")
     split.add_argument("--seed", type=int, default=0,
                        help="shuffle seed for the default split (default: %(default)s)")
-    split.add_argument("--fractions", type=_fractions, default=DEFAULT_FRACTIONS, metavar="TRAIN,TEST,EVAL",
+    split.add_argument("--fractions", type=fractions_arg, default=DEFAULT_FRACTIONS, metavar="TRAIN,TEST,EVAL",
                        help="fractions of videos per split (default: 0.8,0.1,0.1)")
     for name in SPLITS:
         split.add_argument(f"--{name}-videos", type=_video_list, metavar="V1,V2",

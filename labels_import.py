@@ -20,7 +20,7 @@ from utils.common import config
 from utils.common.errors import UserError, disk_error, report
 from utils.common.signals import interruptible
 from utils.data.annotated import HAND_CLASS, import_labels, keep_categories, read_labels, read_list, split_images
-from utils.data.splits import DEFAULT_FRACTIONS, SPLITS, csv_path, images_path
+from utils.data.splits import DEFAULT_FRACTIONS, SPLITS, csv_path, fractions_arg, images_path
 
 PROG = "labels_import.py"
 SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -31,16 +31,6 @@ def source_name(text: str) -> str:
     if not SOURCE_NAME_RE.match(text):
         raise argparse.ArgumentTypeError(f"a source name is letters, digits and '-', got {text!r}")
     return text
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected 3 non-negative numbers like 0.8,0.1,0.1, got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one image name (file name or stem) per line; test/eval get exactly their lists, train its list or "
         "else every image not listed elsewhere.")
     split.add_argument("--seed", type=int, default=0, help="shuffle seed for the default split (default: %(default)s)")
-    split.add_argument("--fractions", type=_fractions, default=DEFAULT_FRACTIONS, metavar="TRAIN,TEST,EVAL",
+    split.add_argument("--fractions", type=fractions_arg, default=DEFAULT_FRACTIONS, metavar="TRAIN,TEST,EVAL",
                        help="fractions of images per split (default: 0.8,0.1,0.1)")
     for name in SPLITS:
         split.add_argument(f"--{name}-list", type=Path, metavar="FILE", help=f"images for {name}, one per line")

@@ -21,19 +21,9 @@ from utils.common import config
 from utils.common.errors import UserError, disk_error, pass_hint, report
 from utils.common.signals import interruptible
 from utils.data.sources import MixOptions, build_mixed, parse_sources
-from utils.data.splits import SPLITS, csv_path, images_path
+from utils.data.splits import SPLITS, csv_path, fraction_arg, images_path
 
 PROG = "mix_datasets.py"
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local egohands_data.zip (default: download it into .cache/)")
     parser.add_argument("--oxford-archive", type=Path, metavar="PATH",
                         help="local Oxford Hands hand_dataset.tar.gz (default: download it into .cache/)")
-    parser.add_argument("--carve-eval", type=_fraction, default=0.0, metavar="F",
+    parser.add_argument("--carve-eval", type=fraction_arg, default=0.0, metavar="F",
                         help="Oxford: move about this fraction of the training images to eval, whole image "
                              "sources at a time (default: 0; the official archive has a validation split)")
     parser.add_argument("--category", action="append", metavar="NAME",

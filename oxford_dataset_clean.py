@@ -25,19 +25,9 @@ from utils.data.oxford import (
     OXFORD_URL,
     convert_archive,
 )
-from utils.data.splits import SPLITS, csv_path, images_path
+from utils.data.splits import SPLITS, csv_path, fraction_arg, images_path
 
 PROG = "oxford_dataset_clean.py"
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
 
 
 def _positive(text: str) -> int:
@@ -68,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for images/<split>/ and <split>_labels.csv (default: the repository root)")
     split = parser.add_argument_group("split", "The archive's own splits are kept: "
                                       + ", ".join(f"{k} -> {v}" for k, v in ARCHIVE_SPLITS.items()) + ".")
-    split.add_argument("--carve-eval", type=_fraction, default=0.0, metavar="F",
+    split.add_argument("--carve-eval", type=fraction_arg, default=0.0, metavar="F",
                        help="also move about this fraction of the training images to eval, whole image sources "
                             "at a time (the file-name prefix: Buffy_, Movie_boy_, VOC2010_, ...), chosen with "
                             "--seed (default: 0 = none)")

@@ -6,6 +6,7 @@ An importer writes images into `SplitOutputs.image_dir(split)` (temporaries) and
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -145,3 +146,24 @@ def split_groups(groups: Sequence[str], fractions: Sequence[float] = DEFAULT_FRA
     if "train" not in explicit:
         result["train"] = [g for g in groups if g not in seen]
     return result
+
+
+# argparse types shared by the dataset scripts
+def fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def fractions_arg(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected 3 non-negative numbers like 0.8,0.1,0.1, got {text!r}")
+    return values  # type: ignore[return-value]
