@@ -9,6 +9,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 MODEL_DIR        ?= hand_inference_graph
+# The hand model `make model` builds: shipped weights model-checkpoint/shipped/$(MODEL)/ (README "Models"),
+# or MODEL=handtrackjs: the original EgoHands model of the npm package.
+MODEL            ?= handtrackjs
+SHIPPED_DIR       = model-checkpoint/shipped/$(MODEL)
+SHIPPED_HINT      = MODEL is handtrackjs or a folder of model-checkpoint/shipped/ ($(or $(notdir $(wildcard model-checkpoint/shipped/*)),none yet))
 # `make test` checks the pretrained model in a folder of its own, never overwriting MODEL_DIR.
 TEST_MODEL_DIR   := $(CURDIR)/.cache/test_model
 # The pretrained TF.js model folder: named in one place, utils/common/config.py (plain python3 reads it).
@@ -39,7 +44,7 @@ TRAIN_ARGS       ?=
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: VIDEO=$(VIDEO) MODEL_DIR=$(MODEL_DIR) GESTURE_DIR=$(GESTURE_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
+	@echo "Variables: VIDEO=$(VIDEO) MODEL=$(MODEL) MODEL_DIR=$(MODEL_DIR) GESTURE_DIR=$(GESTURE_DIR) EGOHANDS_ZIP=<local zip> CALIBRATION=<frames> RUN=$(RUN) TRAIN_ARGS=<train.py flags> EVAL_SPLIT=$(EVAL_SPLIT)"
 	@echo "           DATASETS=\"$(DATASETS)\" (egohands oxford voc:DIR coco:JSON) OXFORD_ARCHIVE=<local hand_dataset.tar.gz> DATA_ARGS=<flags for the data script>"
 
 install: $(VENV)/.installed ## Create .venv with the pinned runtime and dev dependencies
@@ -53,10 +58,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -c "import cv2, re, sys; sys.exit(0 if re.search(r'(QT|GTK\+):\s+YES', cv2.getBuildInformation()) else 'cv2 has no GUI backend: opencv-python-headless shadows opencv-python')"
 	touch $@
 
-model: install ## Fetch the pretrained models (npm handtrackjs@0.1.5): hand model -> MODEL_DIR, gesture model -> GESTURE_DIR
+model: install ## Build the hand model MODEL (shipped weights, or handtrackjs) -> MODEL_DIR, the gesture model (npm handtrackjs@0.1.5) -> GESTURE_DIR
 	$(PY) fetch_pretrained.py
+ifeq ($(MODEL),handtrackjs)
 	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR)$(if \
 		$(CALIBRATION), --calibration $(CALIBRATION))
+else
+	@test -f $(SHIPPED_DIR)/weights.npz || { echo "make model: $(SHIPPED_DIR)/weights.npz not found; $(SHIPPED_HINT)" >&2; exit 2; }
+	$(PY) export_inference_graph.py --checkpoint $(SHIPPED_DIR) --output_directory $(MODEL_DIR)$(if \
+		$(CALIBRATION), --calibration $(CALIBRATION))
+endif
 	$(PY) export_inference_graph.py --from-tfjs $(GESTURE_TFJS_DIR) --output_directory $(GESTURE_DIR)$(if \
 		$(CALIBRATION), --calibration $(CALIBRATION))
 
@@ -106,7 +117,7 @@ bench-data: install ## Benchmark the data pipeline and every importer (images/s)
 	$(PY) bench_data.py
 
 test: install ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
-	$(MAKE) --no-print-directory model MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)
+	$(MAKE) --no-print-directory model MODEL=handtrackjs MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)
 	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) HANDTRACK_GESTURE_DIR=$(TEST_GESTURE_DIR) $(PY) -m pytest tests $(TEST_ARGS)
 
 lint: install ## Lint with ruff

@@ -4,17 +4,20 @@
 Every file follows one tensor contract: `image_tensor` uint8 [1,H,W,3] RGB in;
 `detection_boxes` (normalized ymin,xmin,ymax,xmax), `detection_scores`, `detection_classes`
 (label map ids), `num_detections` out. (The TFLite models take the resized, normalized
-[1,S,S,3] image instead, S = 300 or 320 for the gesture model; utils/detector_utils.py does that resize.)
+[1,S,S,3] image instead, S = the model's input size: 300, 320 for the gesture model, or what a trained
+model chose (model.input_size); utils/detector_utils.py does that resize.)
 
 Sources:
   --from-tfjs DIR     a pretrained handtrack.js model (what `make model` does after fetch_pretrained.py):
                       the EgoHands hand model (TF.js 0.x: tensorflowjs_model.pb) or the 7-class
                       gesture/face model (TF.js graph model: model.json; class names from the
                       package's src/index.js labelMap; frames resized to 320x320 instead of 300x300)
-  --checkpoint DIR    a checkpoint trained by train.py (`make export`)
+  --checkpoint DIR    a checkpoint trained by train.py (`make export`), or a shipped weights folder
+                      (model-checkpoint/shipped/<name>, from ship_weights.py: what `make model` uses)
 
 int8 TFLite is calibrated on real hand frames: --calibration (videos, images, folders, globs or an
-EgoHands zip); by default the shared hand video and EgoHands sample when present. Without any,
+EgoHands zip or a tar of images); by default the shared hand video and EgoHands sample when present
+(and, for --checkpoint, the Oxford Hands archive). Without any,
 the int8 model is skipped and the detectors use the float32 one.
 A second run with the same inputs rebuilds nothing (the manifest records them).
 """
@@ -36,8 +39,12 @@ EXPECTED_FILES = [config.LABEL_MAP_NAME, config.FROZEN_GRAPH_NAME, config.SAVED_
 PROG = Path(__file__).name
 
 
-def default_calibration_sources() -> list[str]:
-    return [str(p) for p in (config.SHARED_HAND_VIDEO, config.SHARED_EGOHANDS_ZIP) if p.exists()]
+def default_calibration_sources(trained: bool = False) -> list[str]:
+    """The shared hand video and EgoHands sample; for a trained model also the Oxford Hands archive,
+    so that int8 is calibrated on every viewpoint it was trained on."""
+    candidates = [config.SHARED_HAND_VIDEO, config.SHARED_EGOHANDS_ZIP] + ([config.SHARED_OXFORD_ARCHIVE]
+                                                                         if trained else [])
+    return [str(p) for p in candidates if p.exists()]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder of a TF.js model: 0.x (tensorflowjs_model.pb + weights_manifest.json) "
                              "or graph model (model.json + shards)")
     source.add_argument("--checkpoint", type=Path, metavar="DIR",
-                        help="a training run folder or checkpoint prefix written by train.py")
+                        help="a training run folder or checkpoint prefix written by train.py, or a "
+                             "shipped weights folder (weights.npz + model.json)")
     parser.add_argument("--labels", metavar="NAME,NAME,...",
                         help="class names in label-map id order (default: 'hand' for the hand model, the "
                              "package's src/index.js labelMap for a TF.js graph model)")
@@ -55,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the model files go (default: %(default)s)")
     parser.add_argument("--calibration", action="append", metavar="SRC",
                         help="real hand frames for int8 calibration: video, image, folder, glob or "
-                             "EgoHands zip; repeatable (default: the ../shared hand video and sample)")
+                             "EgoHands zip or tar of images; repeatable (default: the ../shared hand video "
+                             "and EgoHands sample, plus the Oxford archive for --checkpoint)")
     parser.add_argument("--calibration-frames", type=int, default=config.CALIBRATION_FRAMES,
                         help="frames used for calibration, spread evenly over the sources (default: %(default)s)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite model")
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.common.errors import UserError, report
     from utils.export.exporter import export_model, is_up_to_date
 
-    calibration = [] if args.no_int8 else (args.calibration or default_calibration_sources())
+    calibration = [] if args.no_int8 else (args.calibration
+                                           or default_calibration_sources(trained=args.checkpoint is not None))
     for src in calibration:
         if not any(ch in src for ch in "*?[") and not Path(src).exists():
             return report(PROG, UserError(f"{src}: calibration source not found; pass --calibration with real "

@@ -41,6 +41,7 @@ def bad_input(script: str, tmp: Path) -> list[str]:
         "fetch_pretrained.py": ["--cache-dir", str(blocked)],
         "generate_tfrecord.py": ["--input-dir", str(missing), "--output-dir", str(tmp / "data")],
         "make_chess_video.py": ["--zip", str(missing / "egohands_data.zip"), "--output", str(tmp / "c.mov")],
+        "ship_weights.py": ["--checkpoint", str(missing), "--output-dir", str(tmp / "shipped")],
         "train.py": ["--run", "not/a/name"],
     }[script]
 

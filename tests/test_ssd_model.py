@@ -160,3 +160,30 @@ def test_export_source_refuses_what_is_not_a_run(tmp_path):
     (run / "run.json").write_text('{"architecture": "yolo", "num_classes": 1}')
     with pytest.raises(ModelError, match="architecture 'yolo'"):
         export_source(run)
+
+
+@pytest.mark.parametrize("size, maps", [(300, (19, 10, 5, 3, 2, 1)), (320, (20, 10, 5, 3, 2, 1)),
+                                        (384, (24, 12, 6, 3, 2, 1)), (448, (28, 14, 7, 4, 2, 1))])
+def test_anchors_follow_the_feature_maps_of_any_input_size(size, maps):
+    from utils.train.model import anchors_for, feature_map_sizes
+
+    assert feature_map_sizes(size) == maps
+    model = build_ssd_model(1, input_size=size)
+    assert model.output["box_encodings"].shape[1] == len(anchors_for(size))
+
+
+def test_box_encoding_round_trips_and_the_teacher_maps_onto_other_anchors():
+    import tensorflow as tf
+
+    from utils.export.exporter import decode_boxes, encode_boxes
+    from utils.train.model import anchors_for
+    from utils.train.training import nearest_anchors
+
+    anchors = anchors_for(300)
+    boxes = tf.constant([[[0.1, 0.2, 0.4, 0.3]] * len(anchors)], tf.float32)
+    assert np.allclose(decode_boxes(encode_boxes(boxes, anchors), anchors).numpy(), boxes.numpy(), atol=1e-5)
+    assert (nearest_anchors(anchors, anchors) == np.arange(len(anchors))).all()
+    index = nearest_anchors(anchors, anchors_for(448))
+    assert index.shape == (len(anchors_for(448)),)
+    # the first student anchor (top-left, smallest) maps to the teacher's top-left smallest one
+    assert index[0] == 0

@@ -265,6 +265,9 @@ def test_checkpoint_of_another_class_count_or_architecture(sample_data, tmp_path
     (run_dir / "run.json").write_text(json.dumps({**info, "architecture": "ssd_resnet50_fpn"}))
     code, _, err = run_train(args, capsys)
     _one_line_error(code, err, "architecture 'ssd_resnet50_fpn'")
+    (run_dir / "run.json").write_text(json.dumps(info))  # a run from before model.input_size: 300
+    code, _, err = run_train(args[:-2] + ["--set", "model.input_size=448"], capsys)
+    _one_line_error(code, err, "trained at input size 300, this run asks for 448")
 
 
 def test_help_explains_every_flag():
@@ -272,3 +275,62 @@ def test_help_explains_every_flag():
     for flag in ("--run", "--config", "--data-dir", "--num-classes", "--init", "--strategy", "--cpu-devices",
                  "--set", "--steps", "--learning-rate"):
         assert flag in text
+
+
+# ----------------------------------------------------------------------------- a larger input, shipped weights
+
+def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sample_data, pretrained_dir, tmp_path,
+                                                                               capsys):
+    """model.input_size 384 (the pretrained 300x300 network as teacher, mapped onto the student's anchors)
+    -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder> -> a 384x384
+    TFLite model that agrees with the checkpoint; a damaged weights file is refused."""
+    import cv2
+
+    import export_inference_graph
+    import ship_weights
+    from utils.runtime.detector import load_inference_graph
+    from utils.train.model import restore_model
+    from utils.train.shipped import INFO_NAME, WEIGHTS_NAME, load_shipped
+
+    code, summary, err = run_train(["--run", "big", "--checkpoint-root", str(tmp_path), "--data-dir",
+                                    str(sample_data[1]), "--steps", "4", "--learning-rate", "0.0005",
+                                    "--eval-split", "none", "--set", "model.input_size=384",
+                                    "--set", "loss.distillation_weight=1.0", *FAST], capsys)
+    assert code == 0, err
+    assert np.isfinite(summary["final_losses"]["loss/distillation"])
+    assert json.loads((tmp_path / "big" / "run.json").read_text())["input_size"] == 384
+
+    shipped = tmp_path / "shipped" / "big"
+    assert ship_weights.main(["--checkpoint", str(tmp_path / "big"), "--output-dir", str(shipped)]) == 0
+    info = json.loads((shipped / INFO_NAME).read_text())
+    assert info["input_size"] == 384 and info["dtype"] == "float16" and info["class_names"] == ["hand"]
+    assert (shipped / WEIGHTS_NAME).stat().st_size < 2 * info["parameters"]  # float16, compressed
+
+    frame = next(iter(sorted((sample_data[1].parent / "images" / "test").glob("*.jpg"))))
+    rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
+    batch = (cv2.resize(rgb, (384, 384))[None].astype(np.float32) * 2 / 255 - 1)
+    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384)(batch)["class_logits"].numpy()
+    half = load_shipped(shipped)(batch)["class_logits"].numpy()
+    assert np.abs(full - half).max() < 0.05  # float16 weights, float32 compute
+
+    out = tmp_path / "exported"
+    assert export_inference_graph.main(["--checkpoint", str(shipped), "--output_directory", str(out),
+                                        "--no-int8"]) == 0
+    manifest = json.loads((out / config.MANIFEST_NAME).read_text())
+    assert manifest["source"]["kind"] == "shipped" and manifest["source"]["input_size"] == 384
+    tflite = load_inference_graph(out / config.TFLITE_FP32_NAME)
+    assert tflite.input_size == 384
+    frozen = load_inference_graph(out / config.FROZEN_GRAPH_NAME)
+    a, b = tflite.detect(rgb), frozen.detect(rgb)
+    assert len(a.scores) and len(b.scores)
+    assert a.scores[0] == pytest.approx(b.scores[0], abs=0.02)
+    assert np.abs(a.boxes[0] - b.boxes[0]).max() < 0.02
+
+    weights = shipped / WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[:-100] + bytes(100))
+    capsys.readouterr()
+    assert export_inference_graph.main(["--checkpoint", str(shipped), "--output_directory", str(out), "--force",
+                                        "--no-int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights.npz: sha256" in err and "restore it from git" in err
+    assert (out / config.TFLITE_FP32_NAME).exists()  # the earlier export is kept

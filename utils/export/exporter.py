@@ -60,6 +60,19 @@ def decode_boxes(encodings, anchors: np.ndarray):
     return tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=-1)
 
 
+def encode_boxes(boxes, anchors: np.ndarray):
+    """The inverse of decode_boxes: corner boxes [N,A,4] -> (ty,tx,th,tw) against the anchors."""
+    tf = _tf()
+    ymin, xmin, ymax, xmax = (anchors[:, i] for i in range(4))
+    ha, wa = ymax - ymin, xmax - xmin
+    yca, xca = ymin + ha / 2, xmin + wa / 2
+    y0, x0, y1, x1 = tf.unstack(boxes, axis=-1)
+    h, w = tf.maximum(y1 - y0, 1e-8), tf.maximum(x1 - x0, 1e-8)
+    sy, sx, sh, sw = BOX_CODER_SCALES
+    return tf.stack([((y0 + y1) / 2 - yca) / ha * sy, ((x0 + x1) / 2 - xca) / wa * sx,
+                     tf.math.log(h / ha) * sh, tf.math.log(w / wa) * sw], axis=-1)
+
+
 def postprocess(encodings, logits, anchors: np.ndarray, max_detections: int = config.MAX_DETECTIONS,
                 iou_threshold: float = config.NMS_IOU_THRESHOLD) -> dict:
     """Raw predictions -> decoded boxes, sigmoid scores and per-class NMS (the exported graph's and

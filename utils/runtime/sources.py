@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import re
+import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -268,14 +269,34 @@ def _decoded_rgb(data: bytes, name: str) -> np.ndarray:
     return rgb
 
 
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def _iter_tar_images(path: Path, limit: int | None) -> Iterator[np.ndarray]:
+    """Images of a tar archive (e.g. Oxford Hands' hand_dataset.tar.gz), evenly spread: one pass lists
+    them, a second streams the chosen ones."""
+    try:
+        with tarfile.open(path) as archive:
+            names = sorted(m.name for m in archive if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES))
+        wanted = set(_spread(names, limit))
+        with tarfile.open(path) as archive:
+            for member in archive:
+                if member.name in wanted:
+                    yield _decoded_rgb(archive.extractfile(member).read(), f"{path}:{member.name}")
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise SourceError(f"{path}: cannot read tar archive ({exc})") from exc
+
+
 def iter_rgb_frames(source: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 frames of a video, an image, a folder or glob of images, or an EgoHands zip: at most
-    `limit`, evenly spread over it."""
+    """RGB uint8 frames of a video, an image, a folder or glob of images, an EgoHands zip or a tar
+    archive of images: at most `limit`, evenly spread over it."""
     import cv2
 
     source = str(source)
     path = Path(source)
-    if path.suffix.lower() == ".zip":
+    if source.lower().endswith(TAR_SUFFIXES):
+        yield from _iter_tar_images(path, limit)
+    elif path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
                 names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))

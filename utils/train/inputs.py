@@ -1,4 +1,4 @@
-"""Training input: TFRecords -> augmented 300x300 images + SSD targets (tf.data, tf-models-official ops).
+"""Training input: TFRecords -> augmented SxS images (300 unless model.input_size) + SSD targets (tf.data, tf-models-official ops).
 
 Records are decoded by tf-models-official's TfExampleDecoder (the Object Detection API keys that
 generate_tfrecord.py writes). Augmentation uses its box-aware ops: horizontal flip (boxes, and
@@ -17,6 +17,7 @@ import numpy as np
 from utils.common.errors import UserError
 from utils.data.tfrecord import IMAGE_SOURCE as SOURCE_KEY  # each image's dataset; old records lack it
 from utils.export.exporter import BOX_CODER_SCALES
+from utils.train.model import INPUT_SIZE
 
 # Target keys of one example (the model's outputs are compared with these in the loss).
 CLS_TARGETS = "cls_targets"   # int32 [A]: 1..C matched class, 0 background (unmatched)
@@ -114,7 +115,7 @@ class SsdInput:
 
     def __init__(self, anchors: np.ndarray, num_classes: int, class_names: Sequence[str],
                  augment: Mapping[str, Any], matched_threshold: float = 0.5, unmatched_threshold: float = 0.5,
-                 collapse_classes: bool = False, input_size: int = 300):
+                 collapse_classes: bool = False, input_size: int = INPUT_SIZE):
         self.anchors = np.asarray(anchors, np.float32)
         self.num_classes = num_classes
         self.flip_map = np.asarray(flip_class_map(class_names), np.int64)
@@ -156,7 +157,7 @@ class SsdInput:
         return image, boxes, classes
 
     def resize(self, image):
-        """What every exported model does: TF1 legacy bilinear resize to 300x300, then x*2/255-1."""
+        """What every exported model does: TF1 legacy bilinear resize to the input size, then x*2/255-1."""
         from utils.export.exporter import legacy_resize_and_normalize
 
         return legacy_resize_and_normalize(image[None], self.input_size)[0]
@@ -182,7 +183,7 @@ class SsdInput:
     def train_dataset(self, files: Sequence[str | Path], batch_size: int, shuffle_buffer: int = 256,
                       seed: int | None = None, input_context=None, cache: bool = False,
                       source_weights: Mapping[str, float] | None = None, distill_sources: Sequence[str] = ()):
-        """Endless, shuffled, augmented batches of (images [B,300,300,3], targets).
+        """Endless, shuffled, augmented batches of (images [B,S,S,3], targets).
 
         `source_weights` ({source: weight}) draws each example from one source with that probability,
         whatever the sources' sizes (a small egocentric set is not drowned by a large third-person one).

@@ -16,6 +16,7 @@ written against tf_keras, and its optimizers cannot update Keras 3 variables.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from tensorflow.core.framework.graph_pb2 import GraphDef
 
 ARCHITECTURE = "ssd_mobilenet_v2_300_handtrackjs"  # recorded with every run: restores check it
-INPUT_SIZE = config.MODEL_INPUT_SIZE
-FEATURE_MAP_SIZES = (19, 10, 5, 3, 2, 1)
+INPUT_SIZE = config.MODEL_INPUT_SIZE  # the pretrained network's; a run may train another (model.input_size)
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 128, 1024
 ANCHORS_PER_LOCATION = (3, 6, 6, 6, 6, 6)
 # MultipleGridAnchorGenerator of the original pipeline.config.
 ANCHOR_MIN_SCALE, ANCHOR_MAX_SCALE = 0.2, 0.95
@@ -57,8 +58,26 @@ class ModelError(UserError):
 
 # ----------------------------------------------------------------------------- anchors
 
+def feature_map_sizes(input_size: int = INPUT_SIZE) -> tuple[int, ...]:
+    """Side of each SSD feature map for a square input: strides 16 and 32, then four stride-2 convs,
+    all padded SAME (300 -> 19, 10, 5, 3, 2, 1). The network is fully convolutional, so any size works;
+    the anchors follow these sizes."""
+    sizes = [math.ceil(input_size / 16), math.ceil(input_size / 32)]
+    while len(sizes) < len(ANCHORS_PER_LOCATION):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return tuple(sizes)
+
+
+FEATURE_MAP_SIZES = feature_map_sizes(INPUT_SIZE)
+
+
+def anchors_for(input_size: int = INPUT_SIZE) -> np.ndarray:
+    """The anchors of the network built for `input_size` (1917 at 300)."""
+    return ssd_anchors(feature_map_sizes(input_size))
+
+
 def ssd_anchors(feature_map_sizes: Sequence[int] = FEATURE_MAP_SIZES) -> np.ndarray:
-    """[1917,4] corner anchors (ymin,xmin,ymax,xmax), normalized, in the model's output order.
+    """[A,4] corner anchors (ymin,xmin,ymax,xmax), normalized, in the model's output order.
 
     The Object Detection API's create_ssd_anchors: scales evenly spaced from 0.2 to 0.95; the
     first map has (0.1, 1:1), (0.2, 2:1), (0.2, 1:2); the others the 5 aspect ratios plus an extra
@@ -115,13 +134,15 @@ def _initializers(kind: str):
     return keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")
 
 
-def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2"):
-    """The network as a tf_keras Model: preprocessed [N,300,300,3] in [-1,1] ->
-    {"box_encodings": [N,1917,4], "class_logits": [N,1917,num_classes+1]} (column 0 = background)."""
+def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_size: int = INPUT_SIZE):
+    """The network as a tf_keras Model: preprocessed [N,S,S,3] in [-1,1] (S = input_size) ->
+    {"box_encodings": [N,A,4], "class_logits": [N,A,num_classes+1]} (column 0 = background; A = 1917 at 300)."""
     keras = _keras()
     layers = keras.layers
     if num_classes < 1:
         raise ModelError(f"num_classes must be >= 1, got {num_classes}")
+    if not MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE:
+        raise ModelError(f"input size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {input_size}")
     specs: list[ConvSpec] = []
 
     def conv(x, scope: str, filters: int, kernel: int, stride: int = 1, relu: bool = True):
@@ -136,7 +157,7 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2"):
                                    depthwise_initializer=_initializers("depthwise"))(x)
         return layers.ReLU(6.0, name=_layer_name(scope) + "_relu6")(x)
 
-    image = keras.Input([INPUT_SIZE, INPUT_SIZE, 3], name="preprocessed")
+    image = keras.Input([input_size, input_size, 3], name="preprocessed")
     x = conv(image, "Conv", 32, 3, 2)
     features = []
     for index, (expansion, channels, stride) in enumerate(MOBILENET_V2_BLOCKS):
@@ -145,7 +166,7 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2"):
         if expansion != 1:
             x = conv(x, f"{block}/expand", inputs.shape[-1] * expansion, 1)
             if index == 13:
-                features.append(x)  # 19x19x576: the first SSD feature map
+                features.append(x)  # 19x19x576 at 300: the first SSD feature map
         x = depthwise(x, f"{block}/depthwise", stride)
         x = conv(x, f"{block}/project", channels, 1, relu=False)
         if stride == 1 and inputs.shape[-1] == channels:
@@ -176,6 +197,7 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2"):
     model = keras.Model(image, outputs, name=name)
     model.conv_specs = specs  # how each layer maps to the TF.js weights
     model.num_classes = num_classes
+    model.input_size = input_size
     return model
 
 
@@ -322,7 +344,8 @@ def freeze_core(model) -> "GraphDef":
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    spec = tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name="preprocessed")
+    size = model.input_shape[1]
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="preprocessed")
 
     @tf.function
     def core(x):
@@ -353,14 +376,23 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: unreadable run description ({exc}); re-run train.py") from exc
 
 
-def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None) -> None:
-    """Refuse a run of another architecture or (when given) another class count."""
+def run_input_size(info: Mapping[str, Any]) -> int:
+    """The input size a run trained at (runs from before model.input_size: 300)."""
+    return int(info.get("input_size") or info.get("config", {}).get("model", {}).get("input_size") or INPUT_SIZE)
+
+
+def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None,
+                   input_size: int | None = None) -> None:
+    """Refuse a run of another architecture or (when given) another class count or input size."""
     if info.get("architecture") != ARCHITECTURE:
         raise ModelError(f"{run_dir}: checkpoints are of architecture {info.get('architecture')!r}, not "
                          f"{ARCHITECTURE!r}; use another --run (or delete the folder to start over)")
     if num_classes is not None and info.get("num_classes") != num_classes:
         raise ModelError(f"{run_dir}: checkpoints were trained with {info.get('num_classes')} classes, this run "
                          f"asks for {num_classes}; use another --run (or delete the folder to start over)")
+    if input_size is not None and run_input_size(info) != input_size:
+        raise ModelError(f"{run_dir}: checkpoints were trained at input size {run_input_size(info)}, this run asks "
+                         f"for {input_size}; use another --run (or delete the folder to start over)")
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
@@ -383,11 +415,11 @@ def checkpoint_fingerprint(prefix: str) -> str:
     return sha256_of_files(sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")))
 
 
-def restore_model(prefix: str, num_classes: int):
+def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE):
     """A model with the weights of checkpoint `prefix` (optimizer state ignored)."""
     import tensorflow as tf
 
-    model = build_ssd_model(num_classes)
+    model = build_ssd_model(num_classes, input_size=input_size)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
@@ -399,9 +431,12 @@ def restore_model(prefix: str, num_classes: int):
 
 def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["GraphDef", np.ndarray, list[str]]]]:
     """For export_inference_graph.py --checkpoint: (source description, load) where load() gives
-    (core GraphDef, anchors [1917,4], class names). Cheap until load() is called."""
+    (core GraphDef, anchors [A,4], class names). Cheap until load() is called."""
     from utils.common.label_map import LabelMapError, class_names, read_label_map
+    from utils.train import shipped
 
+    if shipped.is_shipped(checkpoint):  # weights alone (model-checkpoint/shipped/<name>/)
+        return shipped.export_source(checkpoint)
     run_dir, prefix = resolve_checkpoint(checkpoint)
     info = read_run_info(run_dir)
     check_run_info(info, run_dir)
@@ -413,11 +448,12 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
     if len(names) != info["num_classes"]:
         raise ModelError(f"{label_map}: {len(names)} classes but the run trained {info['num_classes']}")
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
-              "architecture": ARCHITECTURE, "classes": names,
+              "architecture": ARCHITECTURE, "input_size": run_input_size(info), "classes": names,
               "checkpoint_sha256": checkpoint_fingerprint(prefix),
               "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
-        model = restore_model(prefix, info["num_classes"])
-        return freeze_core(model), ssd_anchors(), names
+        size = run_input_size(info)
+        model = restore_model(prefix, info["num_classes"], size)
+        return freeze_core(model), anchors_for(size), names
     return source, load

@@ -25,6 +25,7 @@ from official.modeling import optimization
 from official.modeling.hyperparams import base_config, params_dict
 
 from utils.common.errors import UserError
+from utils.train.model import INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 
 class ConfigError(UserError):
@@ -39,6 +40,9 @@ class ModelConfig(Section):
     num_classes: int = 1                    # 1 = 'hand' (multi-class records are merged), or the label map's count
     init: str = "pretrained"                # pretrained (handtrack.js) | random | imagenet (backbone only)
     imagenet_weights: str | None = None  # local Keras MobileNetV2 no-top .h5 for init: imagenet
+    # Square input side. 300 is the pretrained network's; a larger one sees small hands in more pixels
+    # (the network is fully convolutional, the anchors follow the feature maps) at about (size/300)^2 the cost.
+    input_size: int = INPUT_SIZE
 
 
 @dataclasses.dataclass
@@ -282,6 +286,9 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     matcher = tree.matcher
     if not 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1:
         raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
+    if not MIN_INPUT_SIZE <= tree.model.input_size <= MAX_INPUT_SIZE:
+        raise ConfigError(f"{source}: model.input_size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got "
+                          f"{tree.model.input_size}")
     if not 0 <= tree.augment.horizontal_flip <= 1:
         raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
     data = tree.data

@@ -163,13 +163,45 @@ def distillation_losses(outputs: Mapping, teacher: Mapping, mask, loss_cfg: Mapp
 
 
 def build_teacher(num_classes: int = 1):
-    """The pretrained handtrack.js network, frozen: the distillation teacher."""
+    """The pretrained handtrack.js network, frozen: the distillation teacher (at its own 300x300)."""
     from utils.train.model import build_ssd_model, load_tfjs_weights
 
     teacher = build_ssd_model(num_classes, name="teacher")
     load_tfjs_weights(teacher)
     teacher.trainable = False
     return teacher
+
+
+def nearest_anchors(from_anchors: np.ndarray, to_anchors: np.ndarray) -> np.ndarray:
+    """For each of `to_anchors`, the index of the one of `from_anchors` it overlaps most (IoU)."""
+    from utils.common.boxes import iou_matrix
+
+    return np.argmax(iou_matrix(to_anchors, from_anchors), axis=1).astype(np.int32)
+
+
+def teacher_on_student_anchors(teacher, student_size: int) -> Callable:
+    """images [N,S,S,3] -> the teacher's outputs on the student's anchors.
+
+    A student of another input size than the teacher's has other anchors: the teacher sees the images
+    resized to its own size, and each student anchor takes the score of the teacher anchor it overlaps
+    most and the teacher's decoded box for it, re-encoded against the student anchor."""
+    import tensorflow as tf
+
+    from utils.export.exporter import decode_boxes, encode_boxes
+    from utils.train.model import anchors_for
+
+    teacher_size = teacher.input_size
+    if teacher_size == student_size:
+        return lambda images: teacher(images, training=False)
+    teacher_anchors, student_anchors = anchors_for(teacher_size), anchors_for(student_size)
+    index = tf.constant(nearest_anchors(teacher_anchors, student_anchors))
+
+    def teach(images):
+        out = teacher(tf.image.resize(images, [teacher_size, teacher_size]), training=False)
+        boxes = tf.gather(decode_boxes(out["box_encodings"], teacher_anchors), index, axis=1)
+        return {"class_logits": tf.gather(out["class_logits"], index, axis=1),
+                "box_encodings": encode_boxes(boxes, student_anchors)}
+    return teach
 
 
 # ----------------------------------------------------------------------------- detection (eval)
@@ -200,8 +232,9 @@ def apply_summed_gradients(optimizer, grads_and_vars, summed: bool) -> None:
 
 
 def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping,
-                 teacher=None):
-    """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop."""
+                 teacher: Callable | None = None):
+    """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop. `teacher`:
+    images -> the distillation targets on the model's anchors (teacher_on_student_anchors)."""
     import tensorflow as tf
     import tf_keras
 
@@ -229,7 +262,7 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                     outputs = model(images, training=True)
                     losses = ssd_losses(outputs, targets, loss_cfg)
                     if teacher is not None:
-                        losses.update(distillation_losses(outputs, teacher(images, training=False),
+                        losses.update(distillation_losses(outputs, teacher(images),
                                                           targets[DISTILL_MASK], loss_cfg))
                         losses["total"] += losses["distillation"]
                     objective = losses["total"]
@@ -298,10 +331,11 @@ def evaluate_model(model, files: Sequence[str | Path], class_names: Sequence[str
                    batch_size: int = 8) -> dict:
     """COCO metrics of a Keras model on TFRecords, through the same evaluator as training."""
     from utils.train.inputs import SsdInput, read_ground_truth
-    from utils.train.model import ssd_anchors
+    from utils.train.model import anchors_for
 
-    anchors = ssd_anchors()
-    data = SsdInput(anchors, len(class_names), class_names, {}, collapse_classes=collapse_classes)
+    size = model.input_shape[1]
+    anchors = anchors_for(size)
+    data = SsdInput(anchors, len(class_names), class_names, {}, collapse_classes=collapse_classes, input_size=size)
     evaluator = make_evaluator(model, data.eval_dataset(files, batch_size), read_ground_truth(files, collapse_classes),
                                anchors, dict(enumerate(class_names, 1)))
     evaluator.evaluate(-1)
@@ -371,7 +405,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
-        check_run_info(info, run_dir, num_classes)
+        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"])
         if info.get("class_names") != names:
             raise ModelError(f"{run_dir}: checkpoints were trained on classes {info.get('class_names')}, the data "
                              f"has {names}; use another --run")
@@ -410,7 +444,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
 
     from utils.common.label_map import write_label_map
     from utils.train.inputs import SsdInput, read_ground_truth
-    from utils.train.model import ARCHITECTURE, ModelError, build_ssd_model, initialize, ssd_anchors
+    from utils.train.model import ARCHITECTURE, ModelError, anchors_for, build_ssd_model, initialize
 
     cfg, run_dir = plan.cfg, plan.run_dir
     train_cfg = cfg["train"]
@@ -420,14 +454,15 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
                           f"{replicas} replicas")
     tf.random.set_seed(train_cfg["seed"])
     num_classes = len(plan.class_names)
-    anchors = ssd_anchors()
+    input_size = cfg["model"]["input_size"]
+    anchors = anchors_for(input_size)
 
     distill = cfg["loss"]["distillation_weight"] > 0
     with strategy.scope():
-        model = build_ssd_model(num_classes)
+        model = build_ssd_model(num_classes, input_size=input_size)
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
-        teacher = build_teacher(num_classes) if distill else None
+        teacher = teacher_on_student_anchors(build_teacher(num_classes), input_size) if distill else None
     if plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -445,13 +480,14 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
-    _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "num_classes": num_classes,
+    _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "input_size": input_size,
+                                          "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
                                           "eval_files": [str(f) for f in plan.eval_files], "config": cfg})
 
     data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
-                    cfg["matcher"]["unmatched_threshold"], plan.collapse_classes)
+                    cfg["matcher"]["unmatched_threshold"], plan.collapse_classes, input_size)
     source_weights = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),

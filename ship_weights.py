@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Turn a train.py checkpoint into a shipped weights folder: weights alone, small enough to commit.
+
+    python ship_weights.py --checkpoint model-checkpoint/everyview --output-dir model-checkpoint/shipped/everyview
+
+Writes weights.npz (each conv layer's kernel and bias, float16 unless --dtype float32) and model.json
+(architecture, input size, class names, the run and config the weights came from, their sha256),
+replacing both together. A README.md already in the folder is kept: write there how the weights were
+made (data, steps, config, figures, the datasets' terms). Then
+    export_inference_graph.py --checkpoint model-checkpoint/shipped/everyview --output_directory DIR
+(or `make model MODEL=everyview`) builds the frozen graph, SavedModel and TFLite models from it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.common.signals import interruptible
+from utils.train.shipped import DTYPES
+
+PROG = Path(__file__).name
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a training run folder (its latest checkpoint) or a checkpoint prefix (run/ckpt-N)")
+    parser.add_argument("--output-dir", type=Path, required=True,
+                        help="the shipped folder to write, e.g. model-checkpoint/shipped/<name>")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16",
+                        help="how the weights are stored (default: %(default)s: half the size; the export "
+                             "computes in float32 either way)")
+    return parser.parse_args(argv)
+
+
+@interruptible(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.common.errors import UserError, disk_error, report
+    from utils.train.shipped import WEIGHTS_NAME, ship_checkpoint
+
+    try:
+        info = ship_checkpoint(args.checkpoint, args.output_dir, args.dtype)
+    except UserError as exc:  # ModelError
+        return report(PROG, exc)
+    except OSError as exc:
+        return report(PROG, disk_error(exc))
+    weights = args.output_dir / WEIGHTS_NAME
+    print(f"{weights}: {info['parameters']:,} {info['dtype']} parameters, {weights.stat().st_size / 2**20:.2f} MiB, "
+          f"input {info['input_size']}x{info['input_size']}, from {info['trained']['run']}/"
+          f"{info['trained']['checkpoint']}; sha256 {info['weights_sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
