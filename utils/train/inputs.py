@@ -1,4 +1,4 @@
-"""Training input: TFRecords -> augmented SxS images (300 unless model.input_size) + SSD targets (tf.data, tf-models-official ops).
+"""Training input: TFRecords -> augmented SxS images (S = model.input_size) + SSD targets (tf.data, TFM ops).
 
 Records are decoded by tf-models-official's TfExampleDecoder (the Object Detection API keys that
 generate_tfrecord.py writes). Augmentation uses its box-aware ops: horizontal flip (boxes, and
