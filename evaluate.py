@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=config.MODEL_DIR,
                         help="model file (.pb, .tflite, SavedModel folder) or a model folder, whose fastest "
                              "model is used (default: %(default)s)")
-    parser.add_argument("--split", default="eval",
-                        help="split made by `make data`: <split>_labels.csv + images/<split>/, else "
-                             "data/<split>.record (default: %(default)s)")
+    parser.add_argument("--split", nargs="+", default=["eval"], metavar="SPLIT",
+                        help="split(s) made by `make data`: <split>_labels.csv + images/<split>/, else "
+                             "data/<split>.record; several are pooled, each source keeps its row (e.g. "
+                             "`--split test eval`: EgoHands' test video beside Oxford's eval sources) "
+                             "(default: eval)")
     parser.add_argument("--labels", type=Path, metavar="CSV",
                         help="labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax in pixels) instead "
                              "of the split's")
@@ -61,17 +63,23 @@ def load_samples(args: argparse.Namespace):
                 raise EvalDataError(f"{path}: TFRecord file not found; run `make data`")
         return record_samples(args.records, args.only), ", ".join(map(str, args.records))
     if args.labels:
-        images = args.images or config.IMAGES_DIR / args.split
+        images = args.images or config.IMAGES_DIR / args.split[0]
         return csv_samples(args.labels, images, args.only), f"{args.labels} + {images}"
-    labels = config.ROOT / f"{args.split}_labels.csv"
-    if labels.exists():
-        images = args.images or config.IMAGES_DIR / args.split
-        return csv_samples(labels, images, args.only), f"{labels.name} + {images}"
-    files = record_files(config.DATA_DIR, args.split)
-    if files:
-        return record_samples(files, args.only), ", ".join(str(f) for f in files)
-    raise EvalDataError(f"{labels}: no {args.split!r} split (nor {config.DATA_DIR}/{args.split}.record); run "
-                        f"`make data`, or pass --labels/--images or --records")
+    samples, described = [], []
+    for split in dict.fromkeys(args.split):
+        labels = config.ROOT / f"{split}_labels.csv"
+        if labels.exists():
+            images = args.images or config.IMAGES_DIR / split
+            samples += csv_samples(labels, images, args.only)
+            described.append(f"{labels.name} + {images}")
+            continue
+        files = record_files(config.DATA_DIR, split)
+        if not files:
+            raise EvalDataError(f"{labels}: no {split!r} split (nor {config.DATA_DIR}/{split}.record); run "
+                                f"`make data`, or pass --labels/--images or --records")
+        samples += record_samples(files, args.only)
+        described += [str(f) for f in files]
+    return samples, ", ".join(described)
 
 
 def format_table(metrics: dict) -> str:
@@ -98,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         samples, source = load_samples(args)
         if not samples:
             hint = (f" matching --only {args.only!r}" if args.only else "" if args.labels or args.records
-                    else f"; the {args.split!r} split is empty, pick one with --split")
+                    else f"; the {' + '.join(args.split)} split is empty, pick one with --split")
             raise EvalDataError(f"{source}: no labelled images{hint}")
         detector = load_inference_graph(args.model, args.num_threads)
         agnostic, why = choose_class_mode(samples, detector.class_names)
         agnostic = agnostic or args.class_agnostic
         if args.class_agnostic:
             why = "class-agnostic: --class-agnostic"
-        name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{args.only or args.split}"
+        what = args.only or "_".join(args.split)
+        name = args.name or f"eval_{detector.path.parent.name}_{detector.path.stem}_{what}"
         json_path, png_path = args.output_dir / f"{name}.json", args.output_dir / f"{name}_pr.png"
         # e.g. --output-dir hand_inference_graph --name manifest would overwrite the model's own manifest
         check_distinct_paths({"--output-dir/--name": [json_path, png_path]},
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
               "source": source, "class_agnostic": agnostic, "seconds": round(time.monotonic() - start, 1),
               **metrics}
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
-    plot_pr_curve(metrics, png_path, f"{detector.path.parent.name}/{detector.path.name} on {args.only or args.split}")
+    plot_pr_curve(metrics, png_path, f"{detector.path.parent.name}/{detector.path.name} on {what}")
     print(format_table(metrics))
     print(f"AP@0.5 {metrics['AP50']:.4f}  AP@[.5:.95] {metrics['AP']:.4f}  AR@100 {metrics['AR100']:.4f}  "
           f"({metrics['images']} images, {metrics['ground_truth_boxes']} boxes, {metrics['ms_per_image']} ms/image)")

@@ -55,8 +55,8 @@ def test_make_data_runs_the_mixer_for_several_sources_and_the_cleaner_for_egohan
     assert "egohands_dataset_clean.py --zip e.zip" in single and "mix_datasets.py" not in single
 
 
-def test_mixed_sources_keep_their_source_through_csv_and_records(egohands_sample_zip, oxford_archive, tmp_path,
-                                                                 capsys):
+def test_mixed_sources_keep_their_source_through_csv_and_records(egohands_sample_zip, oxford_archive, model_dir,
+                                                                 tmp_path, capsys, monkeypatch):
     make_voc(tmp_path / "voc")
     out = tmp_path / "mixed"
     rc = mix_datasets.main(["egohands", "oxford", f"mine=voc:{tmp_path / 'voc'}", "--egohands-zip",
@@ -83,6 +83,22 @@ def test_mixed_sources_keep_their_source_through_csv_and_records(egohands_sample
         csv_source = dict(zip(frames[split]["filename"], frames[split]["source"], strict=True))
         records = {e[IMAGE_FILENAME]: e[IMAGE_SOURCE] for e in read_examples(record_files(out / "data", split))}
         assert records == csv_source
+
+    # `make eval EVAL_SPLIT="test eval"`: the splits pooled, one row per source (EgoHands' test video,
+    # Oxford's carved sources) with each source's own images.
+    monkeypatch.setattr(config, "ROOT", out)
+    monkeypatch.setattr(config, "IMAGES_DIR", out / "images")
+    rc = evaluate.main(["--model", str(model_dir), "--split", "test", "eval", "--output-dir", str(tmp_path),
+                        "--no-progress"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in
+            (["egohands"], ["oxford"], ["mine"], ["total"])}
+    pooled = pd.concat([frames["test"], frames["eval"]])
+    for source, df in pooled.groupby("source"):
+        assert int(rows[source][1]) == df["filename"].nunique() and int(rows[source][2]) == len(df)
+    assert float(rows["egohands"][3]) > 0.9  # the pretrained model on the egocentric test video
+    assert len(list(tmp_path.glob("eval_*_test_eval.json"))) == 1
 
 
 def test_old_csv_without_source_reads_as_egohands(tmp_path, capsys):
