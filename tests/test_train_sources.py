@@ -66,6 +66,19 @@ def test_source_weights_balance_batches_and_mask_the_teacher_sources(mixed_recor
     assert DISTILL_MASK not in next(iter(plain))[1]
 
 
+def test_the_default_shuffle_mixes_records_written_in_groups(tmp_path):
+    """Records come grouped (labels-CSV order: by source, by video): the first batches already mix the
+    groups, instead of walking through them one after the other."""
+    path = tmp_path / "grouped.record"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(1200):
+            writer.write(_example("first" if i < 600 else "second", i % 7))
+    data = SsdInput(ssd_anchors(), 1, ["hand"], {})
+    dataset = data.train_dataset([path], batch_size=32, seed=1, distill_sources=["second"])
+    share = np.concatenate([targets[DISTILL_MASK].numpy() for _, targets in dataset.take(2)]).mean()
+    assert 0.3 < share < 0.7, share  # a 256-record buffer gave 0.0: only the first group
+
+
 def test_distillation_is_zero_when_the_student_agrees_and_pulls_it_towards_the_teacher():
     cfg = load_config(None, ["loss.distillation_weight=1.0"])["loss"]
     rng = np.random.default_rng(0)

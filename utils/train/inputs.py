@@ -180,7 +180,7 @@ class SsdInput:
 
     # -- datasets ---------------------------------------------------------------------------------
 
-    def train_dataset(self, files: Sequence[str | Path], batch_size: int, shuffle_buffer: int = 256,
+    def train_dataset(self, files: Sequence[str | Path], batch_size: int, shuffle_buffer: int = 4096,
                       seed: int | None = None, input_context=None, cache: bool = False,
                       source_weights: Mapping[str, float] | None = None, distill_sources: Sequence[str] = ()):
         """Endless, shuffled, augmented batches of (images [B,S,S,3], targets).

@@ -50,7 +50,9 @@ class DataConfig(Section):
     dir: str = "data"                       # <dir>/<split>.record(-shards) + hand_label_map.pbtxt (relative to repo)
     train_split: str = "train"
     eval_split: str | None = "test"      # evaluated during/after training; null: no evaluation
-    shuffle_buffer: int = 256               # 1: record order (deterministic runs)
+    # Records come in labels-CSV order, grouped by source and video: a buffer spanning only a few groups
+    # makes training drift from one group to the next. It holds the encoded records (~50-150 KB each).
+    shuffle_buffer: int = 4096              # 1: record order (deterministic runs)
     cache: bool = False                     # keep the record bytes in memory (small datasets)
     # Per-source sampling: each example is drawn from sources[i] with probability source_weights[i]
     # (normalised), whatever the sources' sizes; empty: records as they come (the `source` record field).
