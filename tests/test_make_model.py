@@ -24,12 +24,22 @@ def cached_tarball():
 def test_second_make_model_rebuilds_nothing(model_dir):
     files = [p for d in (model_dir, config.GESTURE_MODEL_DIR) for p in d.rglob("*") if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
-    result = subprocess.run(["make", "-s", "model", f"MODEL_DIR={model_dir}",
+    result = subprocess.run(["make", "-s", "model", "MODEL=handtrackjs", f"MODEL_DIR={model_dir}",
                              f"GESTURE_DIR={config.GESTURE_MODEL_DIR}"],
                             cwd=config.ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+def test_make_model_names_the_models_it_knows(tmp_path):
+    result = subprocess.run(["make", "-s", "model", "MODEL=nosuch", f"MODEL_DIR={tmp_path / 'm'}",
+                             f"GESTURE_DIR={config.GESTURE_MODEL_DIR}"],
+                            cwd=config.ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "model-checkpoint/shipped/nosuch/weights.npz not found" in result.stderr
+    assert "MODEL is handtrackjs or a folder of model-checkpoint/shipped/" in result.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_tampered_tarball_is_refused_and_deleted(tmp_path, cached_tarball, capsys):
