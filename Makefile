@@ -23,6 +23,9 @@ HANDTRACKJS_MARKER = $(HANDTRACKJS_DIR)/weights_manifest.json
 GESTURE_DIR      ?= gesture_inference_graph
 GESTURE_TFJS_DIR := $(shell $(PYTHON) -c 'from utils.common import config; print(config.GESTURE_TFJS_DIR)')
 TEST_GESTURE_DIR := $(CURDIR)/.cache/test_gesture_model
+# `make test` also checks the figures of the first shipped model, when there is one (tests/test_default_model.py).
+SHIPPED_FIRST     = $(firstword $(patsubst model-checkpoint/shipped/%/weights.npz,%,$(wildcard model-checkpoint/shipped/*/weights.npz)))
+TEST_DEFAULT_DIR := $(CURDIR)/.cache/test_default_model
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
 # `make demo`'s video: VIDEO when given; else the shared one when present; else none (then demo.py
@@ -118,7 +121,10 @@ bench-data: install ## Benchmark the data pipeline and every importer (images/s)
 
 test: install ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
 	$(MAKE) --no-print-directory model MODEL=handtrackjs MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)
-	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) HANDTRACK_GESTURE_DIR=$(TEST_GESTURE_DIR) $(PY) -m pytest tests $(TEST_ARGS)
+	$(if $(SHIPPED_FIRST),$(MAKE) --no-print-directory model MODEL=$(SHIPPED_FIRST) MODEL_DIR=$(TEST_DEFAULT_DIR) \
+		GESTURE_DIR=$(TEST_GESTURE_DIR))
+	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) HANDTRACK_GESTURE_DIR=$(TEST_GESTURE_DIR) \
+		$(if $(SHIPPED_FIRST),HANDTRACK_DEFAULT_MODEL_DIR=$(TEST_DEFAULT_DIR)) $(PY) -m pytest tests $(TEST_ARGS)
 
 lint: install ## Lint with ruff
 	$(VENV)/bin/ruff check .
