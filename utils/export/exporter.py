@@ -47,12 +47,17 @@ def core_input_size(core: "GraphDef") -> int:
     raise ValueError(f"core graph has no placeholder {name!r}")
 
 
+def _anchor_centers(anchors: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Corner-form anchors [A,4] -> centre y, centre x, height, width."""
+    ymin, xmin, ymax, xmax = (anchors[:, i] for i in range(4))
+    ha, wa = ymax - ymin, xmax - xmin
+    return ymin + ha / 2, xmin + wa / 2, ha, wa
+
+
 def decode_boxes(encodings, anchors: np.ndarray):
     """Faster R-CNN decoding of [N,A,4] (ty,tx,th,tw) against corner-form anchors -> corner boxes."""
     tf = _tf()
-    ymin, xmin, ymax, xmax = (anchors[:, i] for i in range(4))
-    ha, wa = ymax - ymin, xmax - xmin
-    yca, xca = ymin + ha / 2, xmin + wa / 2
+    yca, xca, ha, wa = _anchor_centers(anchors)
     ty, tx, th, tw = tf.unstack(encodings, axis=-1)
     sy, sx, sh, sw = BOX_CODER_SCALES
     h, w = tf.exp(th / sh) * ha, tf.exp(tw / sw) * wa
@@ -63,9 +68,7 @@ def decode_boxes(encodings, anchors: np.ndarray):
 def encode_boxes(boxes, anchors: np.ndarray):
     """The inverse of decode_boxes: corner boxes [N,A,4] -> (ty,tx,th,tw) against the anchors."""
     tf = _tf()
-    ymin, xmin, ymax, xmax = (anchors[:, i] for i in range(4))
-    ha, wa = ymax - ymin, xmax - xmin
-    yca, xca = ymin + ha / 2, xmin + wa / 2
+    yca, xca, ha, wa = _anchor_centers(anchors)
     y0, x0, y1, x1 = tf.unstack(boxes, axis=-1)
     h, w = tf.maximum(y1 - y0, 1e-8), tf.maximum(x1 - x0, 1e-8)
     sy, sx, sh, sw = BOX_CODER_SCALES
