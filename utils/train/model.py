@@ -197,7 +197,6 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
     model = keras.Model(image, outputs, name=name)
     model.conv_specs = specs  # how each layer maps to the TF.js weights
     model.num_classes = num_classes
-    model.input_size = input_size
     return model
 
 
@@ -378,7 +377,7 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
 
 def run_input_size(info: Mapping[str, Any]) -> int:
     """The input size a run trained at (runs from before model.input_size: 300)."""
-    return int(info.get("input_size") or info.get("config", {}).get("model", {}).get("input_size") or INPUT_SIZE)
+    return int(info.get("input_size", INPUT_SIZE))
 
 
 def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None,
@@ -447,13 +446,13 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
         raise ModelError(f"{exc}; the run folder lost its label map: re-run train.py") from exc
     if len(names) != info["num_classes"]:
         raise ModelError(f"{label_map}: {len(names)} classes but the run trained {info['num_classes']}")
+    size = run_input_size(info)
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
-              "architecture": ARCHITECTURE, "input_size": run_input_size(info), "classes": names,
+              "architecture": ARCHITECTURE, "input_size": size, "classes": names,
               "checkpoint_sha256": checkpoint_fingerprint(prefix),
               "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
-        size = run_input_size(info)
         model = restore_model(prefix, info["num_classes"], size)
         return freeze_core(model), anchors_for(size), names
     return source, load

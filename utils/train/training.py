@@ -190,7 +190,7 @@ def teacher_on_student_anchors(teacher, student_size: int) -> Callable:
     from utils.export.exporter import decode_boxes, encode_boxes
     from utils.train.model import anchors_for
 
-    teacher_size = teacher.input_size
+    teacher_size = teacher.input_shape[1]
     if teacher_size == student_size:
         return lambda images: teacher(images, training=False)
     teacher_anchors, student_anchors = anchors_for(teacher_size), anchors_for(student_size)
