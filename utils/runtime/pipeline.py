@@ -174,6 +174,8 @@ def run_ordered(items: Iterable[Any], workers: Sequence[Callable[[Any], Any]], c
             stop.set()  # the reader stops at its next item
             for future in pending:
                 future.cancel()
-    reader.join(JOIN_SECONDS)
+            # Also when a worker failed: the caller closes the source next, and OpenCV aborts the process
+            # (or hangs) when a capture is released while the reader is still inside read().
+            reader.join(JOIN_SECONDS)
     stats.dropped = handoff.dropped
     return stats
