@@ -187,3 +187,54 @@ def test_box_encoding_round_trips_and_the_teacher_maps_onto_other_anchors():
     assert index.shape == (len(anchors_for(448)),)
     # the first student anchor (top-left, smallest) maps to the teacher's top-left smallest one
     assert index[0] == 0
+
+
+@pytest.mark.parametrize("size", [300, 312])
+def test_fine_layer_adds_stride_8_anchors_and_leaves_the_pretrained_outputs(size, pretrained_model, tfjs_dir):
+    """model.fine_anchor_scales: a stride-8 map's 1:1 anchors after the original ones; the pretrained
+    weights give the original network's outputs on the original anchors, the fresh layer predicts background."""
+    import tensorflow as tf
+
+    from utils.train.model import anchors_for, fine_map_size, initialize, model_anchors
+
+    scales = (0.05, 0.07, 0.1)
+    coarse = anchors_for(size)
+    anchors = anchors_for(size, scales)
+    assert fine_map_size(size) == -(-size // 8)
+    assert len(anchors) == len(coarse) + fine_map_size(size) ** 2 * len(scales)
+    assert np.array_equal(anchors[:len(coarse)], coarse)
+    sides = anchors[len(coarse):, 2] - anchors[len(coarse):, 0]
+    assert np.allclose(sorted(set(np.round(sides, 4))), scales)
+    model = build_ssd_model(1, input_size=size, fine_scales=scales)
+    assert model.output["box_encodings"].shape[1] == len(model_anchors(model)) == len(anchors)
+    if size != 300:
+        return
+    assert "fine layer: fresh" in initialize(model, "pretrained", 1, tfjs_dir=tfjs_dir)
+    batch = tf.random.stateless_uniform([2, 300, 300, 3], (1, 2), -1, 1)
+    out, original = model(batch), pretrained_model(batch)
+    assert np.array_equal(out["class_logits"].numpy()[:, :len(coarse)], original["class_logits"].numpy())
+    fine_scores = tf.sigmoid(out["class_logits"][:, len(coarse):, 1]).numpy()
+    assert fine_scores.max() < 0.05  # the class prior: no hands until trained
+
+
+def test_the_teacher_leaves_the_fine_anchors_to_the_labels(pretrained_model):
+    """Same input size: the teacher's outputs unchanged on the original anchors and no distillation on
+    the fine ones (distill_anchors 0), whatever the student predicts there."""
+    import tensorflow as tf
+
+    from utils.train.model import anchors_for
+    from utils.train.training import distillation_losses, load_config, teacher_on_student_anchors
+
+    scales = (0.05, 0.1)
+    coarse, total = len(anchors_for(300)), len(anchors_for(300, scales))
+    teach = teacher_on_student_anchors(pretrained_model, 300, scales)
+    batch = tf.random.stateless_uniform([1, 300, 300, 3], (3, 4), -1, 1)
+    taught, original = teach(batch), pretrained_model(batch)
+    assert taught["class_logits"].shape[1] == total
+    assert np.array_equal(taught["class_logits"].numpy()[:, :coarse], original["class_logits"].numpy())
+    assert np.allclose(taught["box_encodings"].numpy()[:, :coarse], original["box_encodings"].numpy(), atol=1e-3)
+    assert taught["distill_anchors"].numpy().sum() == coarse
+    student = {key: tf.concat([taught[key][:, :coarse], tf.fill([1, total - coarse, taught[key].shape[-1]], 9.0)],
+                              axis=1) for key in ("class_logits", "box_encodings")}
+    loss = distillation_losses(student, taught, tf.ones([1]), load_config(None, ["loss.distillation_weight=1"])["loss"])
+    assert float(loss["distillation"]) == pytest.approx(0.0, abs=1e-4)

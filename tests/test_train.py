@@ -268,6 +268,8 @@ def test_checkpoint_of_another_class_count_or_architecture(sample_data, tmp_path
     (run_dir / "run.json").write_text(json.dumps(info))  # a run from before model.input_size: 300
     code, _, err = run_train(args[:-2] + ["--set", "model.input_size=448"], capsys)
     _one_line_error(code, err, "trained at input size 300, this run asks for 448")
+    code, _, err = run_train(args[:-2] + ["--set", "model.fine_anchor_scales=[0.05]"], capsys)
+    _one_line_error(code, err, "trained with fine anchor scales [], this run asks for [0.05]")
 
 
 def test_help_explains_every_flag():
@@ -281,8 +283,8 @@ def test_help_explains_every_flag():
 
 def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sample_data, pretrained_dir, tmp_path,
                                                                                capsys):
-    """model.input_size 384 (the pretrained 300x300 network as teacher, mapped onto the student's anchors)
-    -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder> -> a 384x384
+    """model.input_size 384 with a fine layer (the pretrained 300x300 network as teacher, mapped onto the
+    student's anchors) -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder> -> a 384x384
     TFLite model that agrees with the checkpoint; a damaged weights file is refused."""
     import cv2
 
@@ -295,21 +297,24 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
     code, summary, err = run_train(["--run", "big", "--checkpoint-root", str(tmp_path), "--data-dir",
                                     str(sample_data[1]), "--steps", "4", "--learning-rate", "0.0005",
                                     "--eval-split", "none", "--set", "model.input_size=384",
-                                    "--set", "loss.distillation_weight=1.0", *FAST], capsys)
+                                    "--set", "loss.distillation_weight=1.0",
+                                    "--set", "model.fine_anchor_scales=[0.05, 0.1]", *FAST], capsys)
     assert code == 0, err
     assert np.isfinite(summary["final_losses"]["loss/distillation"])
-    assert json.loads((tmp_path / "big" / "run.json").read_text())["input_size"] == 384
+    run_info = json.loads((tmp_path / "big" / "run.json").read_text())
+    assert run_info["input_size"] == 384 and run_info["fine_anchor_scales"] == [0.05, 0.1]
 
     shipped = tmp_path / "shipped" / "big"
     assert ship_weights.main(["--checkpoint", str(tmp_path / "big"), "--output-dir", str(shipped)]) == 0
     info = json.loads((shipped / INFO_NAME).read_text())
     assert info["input_size"] == 384 and info["dtype"] == "float16" and info["class_names"] == ["hand"]
+    assert info["fine_anchor_scales"] == [0.05, 0.1]
     assert (shipped / WEIGHTS_NAME).stat().st_size < 2 * info["parameters"]  # float16, compressed
 
     frame = next(iter(sorted((sample_data[1].parent / "images" / "test").glob("*.jpg"))))
     rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
     batch = (cv2.resize(rgb, (384, 384))[None].astype(np.float32) * 2 / 255 - 1)
-    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384)(batch)["class_logits"].numpy()
+    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384, (0.05, 0.1))(batch)["class_logits"].numpy()
     half = load_shipped(shipped)(batch)["class_logits"].numpy()
     assert np.abs(full - half).max() < 0.05  # float16 weights, float32 compute
 

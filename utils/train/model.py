@@ -9,6 +9,8 @@ Each map has a 1x1 conv box head and a 1x1 conv class head (3 anchors per cell o
 is multiplied into its kernel here), so every conv has a bias and there is no BatchNorm layer.
 Note: despite the folder name `ssdlitemobilenetv2`, the extra layers and heads are plain convs,
 not SSDLite's depthwise-separable ones; the graph is reproduced as it is.
+A run may add a fine layer for small hands (model.fine_anchor_scales, FINE_STRIDE): its anchors come
+after the 1917, so the pretrained weights still give the original outputs on those.
 
 Keras flavour: tf_keras (Keras 2). tf-models-official 2.20 (losses, optimizers, schedules) is
 written against tf_keras, and its optimizers cannot update Keras 3 variables.
@@ -45,6 +47,12 @@ MOBILENET_V2_BLOCKS = ((1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1
 # SSD extra layers after Conv_1: (1x1 channels, 3x3 stride-2 channels).
 EXTRA_LAYERS = ((256, 512), (128, 256), (128, 256), (64, 128))
 CLASS_PRIOR = 0.01  # new class heads start predicting "background" (RetinaNet's prior init)
+# Optional fine layer (model.fine_anchor_scales): hands under ~30 px at 300 have no anchor of the stride-16
+# map that overlaps them by IoU 0.5, so they are learnt and localised badly. This map adds 1:1 anchors at
+# stride 8: expanded_conv_6/expand (the last stride-8 activation) merged with the stride-16 map upsampled.
+FINE_STRIDE = 8
+FINE_BLOCK = 6              # its expand conv runs at stride 8
+FINE_CHANNELS = 96
 
 RUN_INFO_NAME = "run.json"  # written by train.py beside the checkpoints
 INIT_CHOICES = ("pretrained", "random", "imagenet")
@@ -71,9 +79,37 @@ def feature_map_sizes(input_size: int = INPUT_SIZE) -> tuple[int, ...]:
 FEATURE_MAP_SIZES = feature_map_sizes(INPUT_SIZE)
 
 
-def anchors_for(input_size: int = INPUT_SIZE) -> np.ndarray:
-    """The anchors of the network built for `input_size` (1917 at 300)."""
-    return ssd_anchors(feature_map_sizes(input_size))
+def fine_map_size(input_size: int = INPUT_SIZE) -> int:
+    """Side of the optional stride-8 map (38 at 300)."""
+    return math.ceil(input_size / FINE_STRIDE)
+
+
+def anchors_for(input_size: int = INPUT_SIZE, fine_scales: Sequence[float] = ()) -> np.ndarray:
+    """The anchors of the network built for `input_size` (1917 at 300), then those of the fine layer
+    (one 1:1 anchor per scale and cell) when it has one."""
+    anchors = ssd_anchors(feature_map_sizes(input_size))
+    if not fine_scales:
+        return anchors
+    return np.concatenate([anchors, grid_anchors(fine_map_size(input_size), [(s, 1.0) for s in fine_scales])])
+
+
+def model_anchors(model) -> np.ndarray:
+    """The anchors a model built by build_ssd_model predicts for, in its output order."""
+    return anchors_for(model.input_shape[1], model.fine_anchor_scales)
+
+
+def grid_anchors(size: int, specs: Sequence[tuple[float, float]]) -> np.ndarray:
+    """[size*size*len(specs), 4] corner anchors of one square map: (scale, aspect ratio) per cell, centres at
+    (i + 0.5) / size. Order: row, column, anchor."""
+    scale = np.array([s for s, _ in specs], np.float32)
+    ratio = np.sqrt(np.array([a for _, a in specs], np.float32))
+    heights, widths = scale / ratio, scale * ratio
+    centers = (np.arange(size, dtype=np.float32) + 0.5) / np.float32(size)
+    cy, cx = np.meshgrid(centers, centers, indexing="ij")
+    cy, cx = cy[..., None], cx[..., None]
+    boxes = np.stack(np.broadcast_arrays(cy - heights / 2, cx - widths / 2,
+                                         cy + heights / 2, cx + widths / 2), axis=-1)
+    return boxes.reshape(-1, 4).astype(np.float32)
 
 
 def ssd_anchors(feature_map_sizes: Sequence[int] = FEATURE_MAP_SIZES) -> np.ndarray:
@@ -92,15 +128,7 @@ def ssd_anchors(feature_map_sizes: Sequence[int] = FEATURE_MAP_SIZES) -> np.ndar
         else:
             specs = [(scales[layer], ar) for ar in ANCHOR_ASPECT_RATIOS]
             specs.append((np.sqrt(scales[layer] * scales[layer + 1]), 1.0))
-        scale = np.array([s for s, _ in specs], np.float32)
-        ratio = np.sqrt(np.array([a for _, a in specs], np.float32))
-        heights, widths = scale / ratio, scale * ratio
-        centers = (np.arange(size, dtype=np.float32) + 0.5) / np.float32(size)
-        cy, cx = np.meshgrid(centers, centers, indexing="ij")
-        cy, cx = cy[..., None], cx[..., None]
-        boxes = np.stack(np.broadcast_arrays(cy - heights / 2, cx - widths / 2,
-                                             cy + heights / 2, cx + widths / 2), axis=-1)
-        out.append(boxes.reshape(-1, 4))
+        out.append(grid_anchors(size, specs))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -112,7 +140,7 @@ class ConvSpec:
 
     layer: str        # Keras layer name
     tfjs_scope: str   # name prefix of its weights in weights_manifest.json
-    kind: str         # "conv", "depthwise" or "head"
+    kind: str         # "conv", "depthwise" or "head"; "fine": a layer of the fine map, not in the TF.js model
 
 
 def _keras():
@@ -134,9 +162,11 @@ def _initializers(kind: str):
     return keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")
 
 
-def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_size: int = INPUT_SIZE):
+def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_size: int = INPUT_SIZE,
+                    fine_scales: Sequence[float] = ()):
     """The network as a tf_keras Model: preprocessed [N,S,S,3] in [-1,1] (S = input_size) ->
-    {"box_encodings": [N,A,4], "class_logits": [N,A,num_classes+1]} (column 0 = background; A = 1917 at 300)."""
+    {"box_encodings": [N,A,4], "class_logits": [N,A,num_classes+1]} (column 0 = background; A = 1917 at 300,
+    plus len(fine_scales) per cell of the stride-8 map when `fine_scales` is given: see FINE_STRIDE)."""
     keras = _keras()
     layers = keras.layers
     if num_classes < 1:
@@ -167,6 +197,8 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
             x = conv(x, f"{block}/expand", inputs.shape[-1] * expansion, 1)
             if index == 13:
                 features.append(x)  # 19x19x576 at 300: the first SSD feature map
+            if index == FINE_BLOCK:
+                fine = x  # 38x38x192 at 300
         x = depthwise(x, f"{block}/depthwise", stride)
         x = conv(x, f"{block}/project", channels, 1, relu=False)
         if stride == 1 and inputs.shape[-1] == channels:
@@ -178,12 +210,28 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
         x = conv(x, f"layer_19_2_Conv2d_{index}_3x3_s2_{channels}", channels, 3, 2)
         features.append(x)
 
+    heads = list(enumerate(zip(features, ANCHORS_PER_LOCATION, strict=True)))
+    if fine_scales:  # FPN-style: stride-8 detail + the upsampled stride-16 map's meaning, then 3x3 context
+        up = layers.UpSampling2D(2, name="FineFeatures_upsample")(features[0])
+        extra = up.shape[1] - fine.shape[1]  # 2*ceil(S/16) may exceed ceil(S/8) by one
+        if extra:
+            up = layers.Cropping2D(((0, extra), (0, extra)), name="FineFeatures_crop")(up)
+        x = layers.Concatenate(name="FineFeatures_concat")([fine, up])
+        merge, context = _layer_name("FineFeatures/merge"), _layer_name("FineFeatures/depthwise")
+        specs += [ConvSpec(merge, "", "fine"), ConvSpec(context, "", "fine")]
+        x = layers.Conv2D(FINE_CHANNELS, 1, padding="same", name=merge, kernel_initializer=_initializers("conv"))(x)
+        x = layers.ReLU(6.0, name=merge + "_relu6")(x)
+        x = layers.DepthwiseConv2D(3, padding="same", name=context,
+                                   depthwise_initializer=_initializers("depthwise"))(x)
+        x = layers.ReLU(6.0, name=context + "_relu6")(x)
+        heads.append(("fine", (x, len(fine_scales))))
+
     prior_logit = float(np.log(CLASS_PRIOR / (1 - CLASS_PRIOR)))  # sigmoid(prior_logit) = CLASS_PRIOR
     boxes, logits = [], []
-    for index, (feature, anchors) in enumerate(zip(features, ANCHORS_PER_LOCATION, strict=True)):
+    for index, (feature, anchors) in heads:
         for head, width in (("BoxEncodingPredictor", 4), ("ClassPredictor", num_classes + 1)):
             scope = f"BoxPredictor_{index}/{head}"
-            specs.append(ConvSpec(_layer_name(scope), scope, "head"))
+            specs.append(ConvSpec(_layer_name(scope), scope, "fine" if index == "fine" else "head"))
             bias = np.zeros([anchors, width], np.float32)
             if head == "ClassPredictor":
                 bias[:, 0], bias[:, 1:] = -prior_logit, prior_logit  # background likely, hands not
@@ -197,12 +245,13 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
     model = keras.Model(image, outputs, name=name)
     model.conv_specs = specs  # how each layer maps to the TF.js weights
     model.num_classes = num_classes
+    model.fine_anchor_scales = tuple(float(s) for s in fine_scales)
     return model
 
 
 def feature_extractor_layers(model) -> list[str]:
     """Names of the backbone + extra layers (everything but the box predictor heads)."""
-    return [s.layer for s in model.conv_specs if s.kind != "head"]
+    return [s.layer for s in model.conv_specs if s.kind not in ("head", "fine")]
 
 
 # ----------------------------------------------------------------------------- weight sources
@@ -220,7 +269,8 @@ def _tfjs_layer_weights(spec: ConvSpec, weights: Mapping[str, np.ndarray]) -> li
 
 def load_tfjs_weights(model, model_dir: str | Path = config.HANDTRACKJS_MODEL_DIR,
                       class_heads: bool = True) -> list[str]:
-    """Copy the handtrack.js weights into `model` by name; returns the layers it skipped.
+    """Copy the handtrack.js weights into `model` by name; returns the class heads it skipped (the
+    fine layer, not in the pretrained network, keeps its fresh weights).
 
     Box heads are class-agnostic and always loaded; class heads only when `class_heads` (the
     pretrained model has 1 class: a model for another class count keeps its fresh heads).
@@ -236,6 +286,8 @@ def load_tfjs_weights(model, model_dir: str | Path = config.HANDTRACKJS_MODEL_DI
         raise ModelError(str(exc)) from exc
     skipped = []
     for spec in model.conv_specs:
+        if spec.kind == "fine":  # not in the pretrained network: keeps its fresh weights
+            continue
         if not class_heads and spec.layer.endswith("ClassPredictor"):
             skipped.append(spec.layer)
             continue
@@ -326,7 +378,8 @@ def initialize(model, init: str, num_classes: int, imagenet_weights: str | Path 
     if init == "pretrained":
         skipped = load_tfjs_weights(model, tfjs_dir, class_heads=num_classes == 1)
         return ("pretrained handtrack.js weights" +
-                (f" (class heads re-initialised for {num_classes} classes)" if skipped else ""))
+                (f" (class heads re-initialised for {num_classes} classes)" if skipped else "") +
+                (" (fine layer: fresh)" if model.fine_anchor_scales else ""))
     if init == "imagenet":
         count = load_imagenet_backbone(model, imagenet_weights)
         return f"ImageNet MobileNetV2 backbone ({count} layers), random SSD layers and heads"
@@ -380,9 +433,14 @@ def run_input_size(info: Mapping[str, Any]) -> int:
     return int(info.get("input_size", INPUT_SIZE))
 
 
+def run_fine_scales(info: Mapping[str, Any]) -> tuple[float, ...]:
+    """The fine layer's anchor scales a run trained with (none: the original network)."""
+    return tuple(float(s) for s in info.get("fine_anchor_scales", ()))
+
+
 def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None,
-                   input_size: int | None = None) -> None:
-    """Refuse a run of another architecture or (when given) another class count or input size."""
+                   input_size: int | None = None, fine_scales: Sequence[float] | None = None) -> None:
+    """Refuse a run of another architecture or (when given) another class count, input size or fine layer."""
     if info.get("architecture") != ARCHITECTURE:
         raise ModelError(f"{run_dir}: checkpoints are of architecture {info.get('architecture')!r}, not "
                          f"{ARCHITECTURE!r}; use another --run (or delete the folder to start over)")
@@ -392,6 +450,10 @@ def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: in
     if input_size is not None and run_input_size(info) != input_size:
         raise ModelError(f"{run_dir}: checkpoints were trained at input size {run_input_size(info)}, this run asks "
                          f"for {input_size}; use another --run (or delete the folder to start over)")
+    if fine_scales is not None and run_fine_scales(info) != tuple(float(s) for s in fine_scales):
+        raise ModelError(f"{run_dir}: checkpoints were trained with fine anchor scales "
+                         f"{list(run_fine_scales(info))}, this run asks for {list(fine_scales)}; use another --run "
+                         f"(or delete the folder to start over)")
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
@@ -414,11 +476,11 @@ def checkpoint_fingerprint(prefix: str) -> str:
     return sha256_of_files(sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")))
 
 
-def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE):
+def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE, fine_scales: Sequence[float] = ()):
     """A model with the weights of checkpoint `prefix` (optimizer state ignored)."""
     import tensorflow as tf
 
-    model = build_ssd_model(num_classes, input_size=input_size)
+    model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
@@ -448,11 +510,11 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
         raise ModelError(f"{label_map}: {len(names)} classes but the run trained {info['num_classes']}")
     size = run_input_size(info)
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
-              "architecture": ARCHITECTURE, "input_size": size, "classes": names,
-              "checkpoint_sha256": checkpoint_fingerprint(prefix),
+              "architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(run_fine_scales(info)),
+              "classes": names, "checkpoint_sha256": checkpoint_fingerprint(prefix),
               "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
-        model = restore_model(prefix, info["num_classes"], size)
-        return freeze_core(model), anchors_for(size), names
+        model = restore_model(prefix, info["num_classes"], size, run_fine_scales(info))
+        return freeze_core(model), model_anchors(model), names
     return source, load

@@ -43,6 +43,9 @@ class ModelConfig(Section):
     # Square input side. 300 is the pretrained network's; a larger one sees small hands in more pixels
     # (the network is fully convolutional, the anchors follow the feature maps) at about (size/300)^2 the cost.
     input_size: int = INPUT_SIZE
+    # 1:1 anchor scales (fractions of the input side) of an extra stride-8 map for small hands, e.g.
+    # [0.05, 0.07, 0.1]; empty: the original network. New layers, trained from scratch (model.py FINE_STRIDE).
+    fine_anchor_scales: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -288,6 +291,9 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     matcher = tree.matcher
     if not 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1:
         raise ConfigError(f"{source}: need 0 < matcher.unmatched_threshold <= matcher.matched_threshold <= 1")
+    if any(not 0 < scale < 1 for scale in tree.model.fine_anchor_scales):
+        raise ConfigError(f"{source}: model.fine_anchor_scales are fractions of the input side in (0, 1), e.g. "
+                          f"[0.05, 0.07, 0.1]; got {list(tree.model.fine_anchor_scales)}")
     if not MIN_INPUT_SIZE <= tree.model.input_size <= MAX_INPUT_SIZE:
         raise ConfigError(f"{source}: model.input_size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got "
                           f"{tree.model.input_size}")

@@ -22,12 +22,13 @@ from utils.common.fileio import atomic_outputs, sha256_of
 from utils.train.model import (
     ARCHITECTURE,
     ModelError,
-    anchors_for,
     build_ssd_model,
+    model_anchors,
     check_run_info,
     read_run_info,
     resolve_checkpoint,
     restore_model,
+    run_fine_scales,
     run_input_size,
 )
 
@@ -57,12 +58,13 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
     run_dir, prefix = resolve_checkpoint(checkpoint)
     run = read_run_info(run_dir)
     check_run_info(run, run_dir)
-    size = run_input_size(run)
-    model = restore_model(prefix, run["num_classes"], size)
+    size, fine = run_input_size(run), run_fine_scales(run)
+    model = restore_model(prefix, run["num_classes"], size, fine)
     arrays = {name: value.astype(DTYPES[dtype]) for name, value in layer_weights(model).items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = {"architecture": ARCHITECTURE, "input_size": size, "num_classes": run["num_classes"],
+    info = {"architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(fine),
+            "num_classes": run["num_classes"],
             "class_names": run["class_names"], "dtype": dtype,
             "parameters": int(sum(v.size for v in arrays.values())),
             "trained": {"run": run_dir.name, "checkpoint": Path(prefix).name, "config": run.get("config")}}
@@ -96,7 +98,8 @@ def load_shipped(folder: str | Path):
     if actual != info.get("weights_sha256"):
         raise ModelError(f"{weights}: sha256 {actual} is not the {info.get('weights_sha256')} that "
                          f"{INFO_NAME} records; the file is damaged or was replaced: restore it from git")
-    model = build_ssd_model(int(info["num_classes"]), input_size=int(info["input_size"]))
+    model = build_ssd_model(int(info["num_classes"]), input_size=int(info["input_size"]),
+                            fine_scales=run_fine_scales(info))
     try:
         with np.load(weights) as arrays:
             for spec in model.conv_specs:
@@ -116,10 +119,12 @@ def export_source(folder: str | Path) -> tuple[dict, Callable[[], tuple["GraphDe
     folder = Path(folder)
     info = read_info(folder)
     source = {"kind": "shipped", "name": folder.name, "architecture": ARCHITECTURE,
-              "input_size": info["input_size"], "classes": info["class_names"],
+              "input_size": info["input_size"], "fine_anchor_scales": list(run_fine_scales(info)),
+              "classes": info["class_names"],
               "weights_sha256": info.get("weights_sha256"), "dtype": info.get("dtype"),
               "model_code_sha256": sha256_of(Path(__file__).with_name("model.py"))}
 
     def load():
-        return freeze_core(load_shipped(folder)), anchors_for(int(info["input_size"])), list(info["class_names"])
+        model = load_shipped(folder)
+        return freeze_core(model), model_anchors(model), list(info["class_names"])
     return source, load

@@ -147,6 +147,9 @@ def distillation_losses(outputs: Mapping, teacher: Mapping, mask, loss_cfg: Mapp
     mask = tf.cast(mask, tf.float32)
     confident = tf.cast(tf.reduce_max(probs[..., 1:], -1) >= loss_cfg["distillation_min_score"], tf.float32)
     confident *= mask[:, None]
+    if "distill_anchors" in teacher:  # anchors the teacher has no counterpart for
+        kl *= teacher["distill_anchors"][None, :, None]
+        confident *= teacher["distill_anchors"][None, :]
     images, anchors = tf.reduce_sum(mask), tf.reduce_sum(confident)
     context = tf.distribute.get_replica_context()
     if context is not None:
@@ -179,28 +182,38 @@ def nearest_anchors(from_anchors: np.ndarray, to_anchors: np.ndarray) -> np.ndar
     return np.argmax(iou_matrix(to_anchors, from_anchors), axis=1).astype(np.int32)
 
 
-def teacher_on_student_anchors(teacher, student_size: int) -> Callable:
+def teacher_on_student_anchors(teacher, student_size: int, fine_scales: Sequence[float] = ()) -> Callable:
     """images [N,S,S,3] -> the teacher's outputs on the student's anchors.
 
     A student of another input size than the teacher's has other anchors: the teacher sees the images
     resized to its own size, and each student anchor takes the score of the teacher anchor it overlaps
-    most and the teacher's decoded box for it, re-encoded against the student anchor."""
+    most and the teacher's decoded box for it, re-encoded against the student anchor. The fine layer's
+    anchors (smaller than any of the teacher's) get no teacher: "distill_anchors" is 0 there, so they
+    learn from the labels alone."""
     import tensorflow as tf
 
     from utils.export.exporter import decode_boxes, encode_boxes
     from utils.train.model import anchors_for
 
     teacher_size = teacher.input_shape[1]
-    if teacher_size == student_size:
+    if teacher_size == student_size and not fine_scales:
         return lambda images: teacher(images, training=False)
-    teacher_anchors, student_anchors = anchors_for(teacher_size), anchors_for(student_size)
-    index = tf.constant(nearest_anchors(teacher_anchors, student_anchors))
+    teacher_anchors, student_anchors = anchors_for(teacher_size), anchors_for(student_size, fine_scales)
+    coarse = len(anchors_for(student_size))
+    if teacher_size == student_size:  # the same anchors, then the fine ones
+        index = np.concatenate([np.arange(coarse), np.zeros(len(student_anchors) - coarse)]).astype(np.int32)
+    else:
+        index = nearest_anchors(teacher_anchors, student_anchors)
+    index = tf.constant(index)
+    weights = tf.constant(np.arange(len(student_anchors)) < coarse, tf.float32)
 
     def teach(images):
-        out = teacher(tf.image.resize(images, [teacher_size, teacher_size]), training=False)
+        if teacher_size != student_size:
+            images = tf.image.resize(images, [teacher_size, teacher_size])
+        out = teacher(images, training=False)
         boxes = tf.gather(decode_boxes(out["box_encodings"], teacher_anchors), index, axis=1)
         return {"class_logits": tf.gather(out["class_logits"], index, axis=1),
-                "box_encodings": encode_boxes(boxes, student_anchors)}
+                "box_encodings": encode_boxes(boxes, student_anchors), "distill_anchors": weights}
     return teach
 
 
@@ -331,10 +344,10 @@ def evaluate_model(model, files: Sequence[str | Path], class_names: Sequence[str
                    batch_size: int = 8) -> dict:
     """COCO metrics of a Keras model on TFRecords, through the same evaluator as training."""
     from utils.train.inputs import SsdInput, read_ground_truth
-    from utils.train.model import anchors_for
+    from utils.train.model import model_anchors
 
     size = model.input_shape[1]
-    anchors = anchors_for(size)
+    anchors = model_anchors(model)
     data = SsdInput(anchors, len(class_names), class_names, {}, collapse_classes=collapse_classes, input_size=size)
     evaluator = make_evaluator(model, data.eval_dataset(files, batch_size), read_ground_truth(files, collapse_classes),
                                anchors, dict(enumerate(class_names, 1)))
@@ -405,7 +418,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
-        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"])
+        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"], cfg["model"]["fine_anchor_scales"])
         if info.get("class_names") != names:
             raise ModelError(f"{run_dir}: checkpoints were trained on classes {info.get('class_names')}, the data "
                              f"has {names}; use another --run")
@@ -454,15 +467,16 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
                           f"{replicas} replicas")
     tf.random.set_seed(train_cfg["seed"])
     num_classes = len(plan.class_names)
-    input_size = cfg["model"]["input_size"]
-    anchors = anchors_for(input_size)
+    input_size, fine_scales = cfg["model"]["input_size"], tuple(cfg["model"]["fine_anchor_scales"])
+    anchors = anchors_for(input_size, fine_scales)
 
     distill = cfg["loss"]["distillation_weight"] > 0
     with strategy.scope():
-        model = build_ssd_model(num_classes, input_size=input_size)
+        model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales)
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
-        teacher = teacher_on_student_anchors(build_teacher(num_classes), input_size) if distill else None
+        teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
+                   if distill else None)
     if plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -481,6 +495,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     out_dir.mkdir(parents=True, exist_ok=True)
     write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
     _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "input_size": input_size,
+                                          "fine_anchor_scales": list(fine_scales),
                                           "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
