@@ -284,8 +284,8 @@ def test_help_explains_every_flag():
 def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sample_data, pretrained_dir, tmp_path,
                                                                                capsys):
     """model.input_size 384 with a fine layer (the pretrained 300x300 network as teacher, mapped onto the
-    student's anchors) -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder> -> a 384x384
-    TFLite model that agrees with the checkpoint; a damaged weights file is refused."""
+    student's anchors) -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder>
+    -> a 384x384 TFLite model that agrees with the checkpoint; a damaged weights file is refused."""
     import cv2
 
     import export_inference_graph
