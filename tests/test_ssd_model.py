@@ -238,3 +238,30 @@ def test_the_teacher_leaves_the_fine_anchors_to_the_labels(pretrained_model):
                               axis=1) for key in ("class_logits", "box_encodings")}
     loss = distillation_losses(student, taught, tf.ones([1]), load_config(None, ["loss.distillation_weight=1"])["loss"])
     assert float(loss["distillation"]) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_batch_norm_model_starts_as_the_pretrained_network_and_folds_back(pretrained_model, tfjs_dir, real_batch):
+    """model.batch_norm: with the pretrained weights it computes the folded network exactly; measured on real
+    frames it still does (inference mode) and stays close in training mode; fold_model gives the plain
+    network back (what exports and shipped weights hold)."""
+    import tensorflow as tf
+
+    from utils.train.model import BN_SUFFIX, calibrate_batch_norm, conv_weights, fold_model, initialize
+
+    model = build_ssd_model(1, batch_norm=True)
+    initialize(model, "pretrained", 1, tfjs_dir=tfjs_dir)
+    batch = tf.constant(real_batch)
+    want = pretrained_model(batch)["class_logits"].numpy()
+    assert np.abs(model(batch)["class_logits"].numpy() - want).max() < 1e-4
+    assert calibrate_batch_norm(model, [batch, batch[::-1]]) == 2 * len(real_batch)
+    bn = model.get_layer("Conv" + BN_SUFFIX)
+    assert np.abs(bn.moving_variance.numpy() - 1 + 1e-3).max() > 0.1  # measured, not the pass-through values
+    assert np.abs(model(batch)["class_logits"].numpy() - want).max() < 1e-2
+    training = tf.sigmoid(model(batch, training=True)["class_logits"]).numpy()
+    assert np.abs(training - tf.sigmoid(want).numpy()).max() < 0.1  # batch statistics of the same frames
+    plain = fold_model(model)
+    assert not plain.batch_norm and not any(BN_SUFFIX in layer.name for layer in plain.layers)
+    assert np.abs(plain(batch)["class_logits"].numpy() - want).max() < 2e-2
+    spec = next(s for s in model.conv_specs if s.kind == "depthwise")
+    assert [w.shape for w in conv_weights(model, spec)] == [w.shape for w in pretrained_model.get_layer(
+        spec.layer).get_weights()]

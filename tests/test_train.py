@@ -270,6 +270,8 @@ def test_checkpoint_of_another_class_count_or_architecture(sample_data, tmp_path
     _one_line_error(code, err, "trained at input size 300, this run asks for 448")
     code, _, err = run_train(args[:-2] + ["--set", "model.fine_anchor_scales=[0.05]"], capsys)
     _one_line_error(code, err, "trained with fine anchor scales [], this run asks for [0.05]")
+    code, _, err = run_train(args[:-2] + ["--set", "model.batch_norm=true"], capsys)
+    _one_line_error(code, err, "trained with model.batch_norm False, this run asks for True")
 
 
 def test_help_explains_every_flag():
@@ -283,9 +285,10 @@ def test_help_explains_every_flag():
 
 def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sample_data, pretrained_dir, tmp_path,
                                                                                capsys):
-    """model.input_size 384 with a fine layer (the pretrained 300x300 network as teacher, mapped onto the
-    student's anchors) -> ship_weights.py (float16) -> export_inference_graph.py --checkpoint <shipped folder>
-    -> a 384x384 TFLite model that agrees with the checkpoint; a damaged weights file is refused."""
+    """model.input_size 384 with a fine layer and batch norm (the pretrained 300x300 network as teacher, mapped
+    onto the student's anchors) -> ship_weights.py (batch norm folded, float16) -> export_inference_graph.py
+    --checkpoint <shipped folder> -> a 384x384 TFLite model that agrees with the checkpoint; a damaged weights
+    file is refused."""
     import cv2
 
     import export_inference_graph
@@ -298,11 +301,12 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
                                     str(sample_data[1]), "--steps", "4", "--learning-rate", "0.0005",
                                     "--eval-split", "none", "--set", "model.input_size=384",
                                     "--set", "loss.distillation_weight=1.0",
-                                    "--set", "model.fine_anchor_scales=[0.05, 0.1]", *FAST], capsys)
+                                    "--set", "model.fine_anchor_scales=[0.05, 0.1]", "--set", "model.batch_norm=true",
+                                    "--set", "model.batch_norm_calibration_images=16", *FAST], capsys)
     assert code == 0, err
     assert np.isfinite(summary["final_losses"]["loss/distillation"])
     run_info = json.loads((tmp_path / "big" / "run.json").read_text())
-    assert run_info["input_size"] == 384 and run_info["fine_anchor_scales"] == [0.05, 0.1]
+    assert run_info["input_size"] == 384 and run_info["fine_anchor_scales"] == [0.05, 0.1] and run_info["batch_norm"]
 
     shipped = tmp_path / "shipped" / "big"
     assert ship_weights.main(["--checkpoint", str(tmp_path / "big"), "--output-dir", str(shipped)]) == 0
@@ -314,9 +318,11 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
     frame = next(iter(sorted((sample_data[1].parent / "images" / "test").glob("*.jpg"))))
     rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
     batch = (cv2.resize(rgb, (384, 384))[None].astype(np.float32) * 2 / 255 - 1)
-    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384, (0.05, 0.1))(batch)["class_logits"].numpy()
+    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384, (0.05, 0.1), batch_norm=True)(batch)
+    full = full["class_logits"].numpy()
     half = load_shipped(shipped)(batch)["class_logits"].numpy()
-    assert np.abs(full - half).max() < 0.05  # float16 weights, float32 compute
+    scores = [1 / (1 + np.exp(-logits)) for logits in (full, half)]
+    assert np.abs(scores[0] - scores[1]).max() < 0.01  # float16 weights (batch norm folded in), float32 compute
 
     out = tmp_path / "exported"
     assert export_inference_graph.main(["--checkpoint", str(shipped), "--output_directory", str(out),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,14 @@ CLASS_PRIOR = 0.01  # new class heads start predicting "background" (RetinaNet's
 FINE_STRIDE = 8
 FINE_BLOCK = 6              # its expand conv runs at stride 8
 FINE_CHANNELS = 96
+# model.batch_norm: the TF.js network has its batch norm folded into the convs, which leaves plain SGD
+# nothing to keep activations in range (larger steps wreck it). A batch-norm model puts a BatchNormalization
+# after each backbone and extra conv again, measured on training images so that it starts as the pretrained
+# network (calibrate_batch_norm); exports and shipped weights fold it back (fold_model).
+BN_SUFFIX = "_bn"
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.99
+BN_KINDS = ("conv", "depthwise")
 
 RUN_INFO_NAME = "run.json"  # written by train.py beside the checkpoints
 INIT_CHOICES = ("pretrained", "random", "imagenet")
@@ -163,10 +171,11 @@ def _initializers(kind: str):
 
 
 def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_size: int = INPUT_SIZE,
-                    fine_scales: Sequence[float] = ()):
+                    fine_scales: Sequence[float] = (), batch_norm: bool = False):
     """The network as a tf_keras Model: preprocessed [N,S,S,3] in [-1,1] (S = input_size) ->
     {"box_encodings": [N,A,4], "class_logits": [N,A,num_classes+1]} (column 0 = background; A = 1917 at 300,
-    plus len(fine_scales) per cell of the stride-8 map when `fine_scales` is given: see FINE_STRIDE)."""
+    plus len(fine_scales) per cell of the stride-8 map when `fine_scales` is given: see FINE_STRIDE).
+    `batch_norm`: a BatchNormalization after each backbone and extra conv (see BN_SUFFIX)."""
     keras = _keras()
     layers = keras.layers
     if num_classes < 1:
@@ -175,16 +184,23 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
         raise ModelError(f"input size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {input_size}")
     specs: list[ConvSpec] = []
 
+    def normalized(x, name: str):
+        if not batch_norm:
+            return x
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name + BN_SUFFIX)(x)
+
     def conv(x, scope: str, filters: int, kernel: int, stride: int = 1, relu: bool = True):
         specs.append(ConvSpec(_layer_name(scope), f"{_FEATURES}/{scope}", "conv"))
-        x = layers.Conv2D(filters, kernel, stride, padding="same", name=_layer_name(scope),
+        x = layers.Conv2D(filters, kernel, stride, padding="same", name=_layer_name(scope), use_bias=not batch_norm,
                           kernel_initializer=_initializers("conv" if relu else "linear"))(x)
+        x = normalized(x, _layer_name(scope))
         return layers.ReLU(6.0, name=_layer_name(scope) + "_relu6")(x) if relu else x
 
     def depthwise(x, scope: str, stride: int):
         specs.append(ConvSpec(_layer_name(scope), f"{_FEATURES}/{scope}", "depthwise"))
-        x = layers.DepthwiseConv2D(3, stride, padding="same", name=_layer_name(scope),
+        x = layers.DepthwiseConv2D(3, stride, padding="same", name=_layer_name(scope), use_bias=not batch_norm,
                                    depthwise_initializer=_initializers("depthwise"))(x)
+        x = normalized(x, _layer_name(scope))
         return layers.ReLU(6.0, name=_layer_name(scope) + "_relu6")(x)
 
     image = keras.Input([input_size, input_size, 3], name="preprocessed")
@@ -246,7 +262,73 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
     model.conv_specs = specs  # how each layer maps to the TF.js weights
     model.num_classes = num_classes
     model.fine_anchor_scales = tuple(float(s) for s in fine_scales)
+    model.batch_norm = batch_norm
     return model
+
+
+def conv_weights(model, spec: ConvSpec) -> list[np.ndarray]:
+    """[kernel, bias] of a conv layer as the plain network has them (batch norm folded in)."""
+    weights = model.get_layer(spec.layer).get_weights()
+    if not (model.batch_norm and spec.kind in BN_KINDS):
+        return weights
+    gamma, beta, mean, variance = model.get_layer(spec.layer + BN_SUFFIX).get_weights()
+    return list(fold_batch_norm(weights[0], gamma, beta, mean, variance, BN_EPSILON, spec.kind == "depthwise"))
+
+
+def set_conv_weights(model, spec: ConvSpec, kernel: np.ndarray, bias: np.ndarray) -> None:
+    """Set a conv layer to compute kernel * x + bias. In a batch-norm model the bias goes to its
+    BatchNormalization, which passes the conv output through (until calibrate_batch_norm)."""
+    if not (model.batch_norm and spec.kind in BN_KINDS):
+        model.get_layer(spec.layer).set_weights([kernel, bias])
+        return
+    model.get_layer(spec.layer).set_weights([kernel])
+    ones = np.ones_like(bias)
+    model.get_layer(spec.layer + BN_SUFFIX).set_weights([ones, bias, np.zeros_like(bias), ones - BN_EPSILON])
+
+
+def calibrate_batch_norm(model, batches: Iterable) -> int:
+    """Give every BatchNormalization the statistics of its input on `batches` (preprocessed images) while
+    keeping what the network computes in inference mode; in training mode, where each batch normalises
+    with its own statistics, it then starts close to that too. Returns the number of images measured."""
+    import tensorflow as tf
+
+    specs = [s for s in model.conv_specs if s.kind in BN_KINDS] if model.batch_norm else []
+    if not specs:
+        return 0
+    probe = _keras().Model(model.input, [model.get_layer(s.layer).output for s in specs])
+    sums = sumsq = None
+    count = images = 0
+    for batch in batches:
+        outputs = probe(batch, training=False)
+        means = [tf.reduce_mean(o, [0, 1, 2]).numpy().astype(np.float64) for o in outputs]
+        squares = [tf.reduce_mean(tf.square(o), [0, 1, 2]).numpy().astype(np.float64) for o in outputs]
+        sums = means if sums is None else [a + b for a, b in zip(sums, means, strict=True)]
+        sumsq = squares if sumsq is None else [a + b for a, b in zip(sumsq, squares, strict=True)]
+        count += 1
+        images += int(batch.shape[0])
+    if not count:
+        raise ModelError("no images to measure batch norm statistics on")
+    for spec, total, total_sq in zip(specs, sums, sumsq, strict=True):
+        bn = model.get_layer(spec.layer + BN_SUFFIX)
+        gamma, beta, old_mean, old_var = bn.get_weights()
+        slope = gamma / np.sqrt(old_var + BN_EPSILON)  # inference: slope * z + offset, kept as it is
+        offset = beta - slope * old_mean
+        mean = total / count
+        variance = np.maximum(total_sq / count - mean ** 2, 0.0)
+        bn.set_weights([(slope * np.sqrt(variance + BN_EPSILON)).astype(np.float32),
+                        (slope * mean + offset).astype(np.float32), mean.astype(np.float32),
+                        variance.astype(np.float32)])
+    return images
+
+
+def fold_model(model):
+    """The plain network (no BatchNormalization) computing what `model` computes in inference mode."""
+    if not model.batch_norm:
+        return model
+    plain = build_ssd_model(model.num_classes, input_size=model.input_shape[1], fine_scales=model.fine_anchor_scales)
+    for spec in model.conv_specs:
+        plain.get_layer(spec.layer).set_weights(conv_weights(model, spec))
+    return plain
 
 
 def feature_extractor_layers(model) -> list[str]:
@@ -298,10 +380,12 @@ def load_tfjs_weights(model, model_dir: str | Path = config.HANDTRACKJS_MODEL_DI
             raise ModelError(f"{model_dir}: no TF.js weight {exc} for layer {spec.layer}: "
                              f"not the handtrack.js SSD model") from exc
         expected = [tuple(w.shape) for w in layer.get_weights()]
+        if model.batch_norm and spec.kind in BN_KINDS:
+            expected.append((expected[0][-1] * (expected[0][-2] if spec.kind == "depthwise" else 1),))
         if [tuple(v.shape) for v in values] != expected:
             raise ModelError(f"{model_dir}: weights of {spec.tfjs_scope} have shapes "
                              f"{[v.shape for v in values]}, the layer needs {expected}")
-        layer.set_weights(values)
+        set_conv_weights(model, spec, *values)
     return skipped
 
 
@@ -342,7 +426,7 @@ def load_keras_mobilenet_v2(model, source) -> int:
         gamma, beta, mean, variance = bn.get_weights()
         kernel, bias = fold_batch_norm(conv.get_weights()[0], gamma, beta, mean, variance, bn.epsilon,
                                        depthwise=spec.kind == "depthwise")
-        model.get_layer(spec.layer).set_weights([kernel, bias])
+        set_conv_weights(model, spec, kernel, bias)
         loaded += 1
     return loaded
 
@@ -438,9 +522,17 @@ def run_fine_scales(info: Mapping[str, Any]) -> tuple[float, ...]:
     return tuple(float(s) for s in info.get("fine_anchor_scales", ()))
 
 
+def run_network(info: Mapping[str, Any]) -> dict[str, Any]:
+    """build_ssd_model's keyword arguments for the network a run (run.json) trained."""
+    return {"input_size": run_input_size(info), "fine_scales": run_fine_scales(info),
+            "batch_norm": bool(info.get("batch_norm", False))}
+
+
 def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None,
-                   input_size: int | None = None, fine_scales: Sequence[float] | None = None) -> None:
-    """Refuse a run of another architecture or (when given) another class count, input size or fine layer."""
+                   input_size: int | None = None, fine_scales: Sequence[float] | None = None,
+                   batch_norm: bool | None = None) -> None:
+    """Refuse a run of another architecture or (when given) another class count, input size, fine layer or
+    batch norm."""
     if info.get("architecture") != ARCHITECTURE:
         raise ModelError(f"{run_dir}: checkpoints are of architecture {info.get('architecture')!r}, not "
                          f"{ARCHITECTURE!r}; use another --run (or delete the folder to start over)")
@@ -454,6 +546,9 @@ def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: in
         raise ModelError(f"{run_dir}: checkpoints were trained with fine anchor scales "
                          f"{list(run_fine_scales(info))}, this run asks for {list(fine_scales)}; use another --run "
                          f"(or delete the folder to start over)")
+    if batch_norm is not None and run_network(info)["batch_norm"] != batch_norm:
+        raise ModelError(f"{run_dir}: checkpoints were trained with model.batch_norm {run_network(info)['batch_norm']}"
+                         f", this run asks for {batch_norm}; use another --run (or delete the folder to start over)")
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
@@ -476,11 +571,12 @@ def checkpoint_fingerprint(prefix: str) -> str:
     return sha256_of_files(sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")))
 
 
-def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE, fine_scales: Sequence[float] = ()):
+def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE, fine_scales: Sequence[float] = (),
+                  batch_norm: bool = False):
     """A model with the weights of checkpoint `prefix` (optimizer state ignored)."""
     import tensorflow as tf
 
-    model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales)
+    model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales, batch_norm=batch_norm)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
@@ -511,10 +607,11 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
     size = run_input_size(info)
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
               "architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(run_fine_scales(info)),
+              "batch_norm_folded": run_network(info)["batch_norm"],
               "classes": names, "checkpoint_sha256": checkpoint_fingerprint(prefix),
               "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
-        model = restore_model(prefix, info["num_classes"], size, run_fine_scales(info))
+        model = fold_model(restore_model(prefix, info["num_classes"], **run_network(info)))
         return freeze_core(model), model_anchors(model), names
     return source, load

@@ -46,6 +46,11 @@ class ModelConfig(Section):
     # 1:1 anchor scales (fractions of the input side) of an extra stride-8 map for small hands, e.g.
     # [0.05, 0.07, 0.1]; empty: the original network. New layers, trained from scratch (model.py FINE_STRIDE).
     fine_anchor_scales: list[float] = dataclasses.field(default_factory=list)
+    # Batch norm trained again: a BatchNormalization after each backbone and extra conv, measured on
+    # calibration_images training images so that training starts from the pretrained network's outputs;
+    # folded back into the convs for export and shipping (same speed). Tolerates larger steps.
+    batch_norm: bool = False
+    batch_norm_calibration_images: int = 256
 
 
 @dataclasses.dataclass

@@ -24,12 +24,14 @@ from utils.train.model import (
     ModelError,
     build_ssd_model,
     check_run_info,
+    conv_weights,
+    fold_model,
     model_anchors,
     read_run_info,
     resolve_checkpoint,
     restore_model,
     run_fine_scales,
-    run_input_size,
+    run_network,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ def is_shipped(folder: str | Path) -> bool:
 def layer_weights(model) -> dict[str, np.ndarray]:
     """Every conv layer's weights as '<layer>/<index>' -> array (index 0 kernel, 1 bias)."""
     return {f"{spec.layer}/{i}": value for spec in model.conv_specs
-            for i, value in enumerate(model.get_layer(spec.layer).get_weights())}
+            for i, value in enumerate(conv_weights(model, spec))}
 
 
 def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float16") -> dict[str, Any]:
@@ -58,8 +60,9 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
     run_dir, prefix = resolve_checkpoint(checkpoint)
     run = read_run_info(run_dir)
     check_run_info(run, run_dir)
-    size, fine = run_input_size(run), run_fine_scales(run)
-    model = restore_model(prefix, run["num_classes"], size, fine)
+    network = run_network(run)
+    size, fine = network["input_size"], network["fine_scales"]
+    model = fold_model(restore_model(prefix, run["num_classes"], **network))  # the plain network's weights
     arrays = {name: value.astype(DTYPES[dtype]) for name, value in layer_weights(model).items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -418,7 +418,8 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
-        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"], cfg["model"]["fine_anchor_scales"])
+        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"], cfg["model"]["fine_anchor_scales"],
+                       cfg["model"]["batch_norm"])
         if info.get("class_names") != names:
             raise ModelError(f"{run_dir}: checkpoints were trained on classes {info.get('class_names')}, the data "
                              f"has {names}; use another --run")
@@ -457,7 +458,14 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
 
     from utils.common.label_map import write_label_map
     from utils.train.inputs import SsdInput, read_ground_truth
-    from utils.train.model import ARCHITECTURE, ModelError, anchors_for, build_ssd_model, initialize
+    from utils.train.model import (
+        ARCHITECTURE,
+        ModelError,
+        anchors_for,
+        build_ssd_model,
+        calibrate_batch_norm,
+        initialize,
+    )
 
     cfg, run_dir = plan.cfg, plan.run_dir
     train_cfg = cfg["train"]
@@ -472,7 +480,8 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
 
     distill = cfg["loss"]["distillation_weight"] > 0
     with strategy.scope():
-        model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales)
+        model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales,
+                                batch_norm=cfg["model"]["batch_norm"])
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
@@ -496,6 +505,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
     _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "input_size": input_size,
                                           "fine_anchor_scales": list(fine_scales),
+                                          "batch_norm": cfg["model"]["batch_norm"],
                                           "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
@@ -504,6 +514,12 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
                     cfg["matcher"]["unmatched_threshold"], plan.collapse_classes, input_size)
     source_weights = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
+    if plan.resume_from is None and cfg["model"]["batch_norm"]:
+        batch = train_cfg["batch_size"]
+        images = calibrate_batch_norm(model, (images for images, _ in data.train_dataset(
+            plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
+            source_weights=source_weights).take(max(1, cfg["model"]["batch_norm_calibration_images"] // batch))))
+        log(f"batch norm: statistics of {images} training images")
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),
                                        cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"], input_context=ctx,
