@@ -206,6 +206,30 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(sample_data, pret
     assert summary["step"] == saved + 2 and summary["steps_this_session"] == 2
 
 
+def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained_dir, tmp_path, capsys):
+    """model.init_checkpoint: a new run (step 0, its own optimizer) from another run's weights; a run of
+    another network or a missing one is a one-line error."""
+    from utils.train.model import restore_model
+
+    common = ["--checkpoint-root", str(tmp_path), "--data-dir", str(sample_data[1]), "--batch-size", "2",
+              "--eval-split", "none", *FAST]
+    code, _, err = run_train(["--run", "stage1", "--steps", "2", *common], capsys)
+    assert code == 0, err
+    code, summary, err = run_train(["--run", "stage2", "--steps", "2", "--learning-rate", "0.000000000001", "--set",
+                                    f"model.init_checkpoint={tmp_path / 'stage1'}", *common], capsys)
+    assert code == 0, err
+    assert summary["step"] == 2 and summary["steps_this_session"] == 2
+    first, second = (restore_model(str(tmp_path / run / "ckpt-2"), 1) for run in ("stage1", "stage2"))
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        assert np.allclose(a, b, atol=1e-6)
+    code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'stage1'}",
+                              "--set", "model.fine_anchor_scales=[0.05]", *common], capsys)
+    _one_line_error(code, err, "trained with fine anchor scales [], this run asks for [0.05]")
+    code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'nosuch'}",
+                              *common], capsys)
+    _one_line_error(code, err, "nosuch: neither a run folder nor a checkpoint prefix")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:

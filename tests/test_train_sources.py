@@ -115,3 +115,24 @@ def test_bad_source_and_distillation_settings(override, message):
 def test_distillation_needs_one_class():
     with pytest.raises(ConfigError, match="needs model.num_classes 1"):
         load_config(None, ["loss.distillation_weight=1", "model.num_classes=4"])
+
+
+def test_the_teacher_runs_on_the_distilled_images_only():
+    from utils.train.training import taught_only
+
+    seen = []
+
+    def teacher(images):
+        seen.append(int(images.shape[0]))
+        per_image = tf.reduce_mean(images, [1, 2, 3])[:, None, None]
+        return {"class_logits": tf.tile(per_image, [1, 5, 2]), "box_encodings": tf.tile(per_image, [1, 5, 4]),
+                "distill_anchors": tf.ones([5])}
+
+    images = tf.constant(np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 3, 3, 3), np.float32))
+    out = taught_only(teacher, images, tf.constant([0.0, 1.0, 0.0, 1.0]))
+    assert seen == [2]
+    assert out["class_logits"].shape == (4, 5, 2) and out["distill_anchors"].shape == (5,)
+    assert np.array_equal(out["class_logits"].numpy()[:, 0, 0], [0, 1, 0, 3])
+    assert np.array_equal(out["box_encodings"].numpy()[:, 0, 0], [0, 1, 0, 3])
+    empty = taught_only(teacher, images, tf.zeros([4]))
+    assert seen[-1] == 0 and not np.any(empty["class_logits"].numpy())

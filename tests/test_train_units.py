@@ -23,6 +23,10 @@ def test_config_defaults_file_and_overrides(tmp_path):
     assert cfg["train"]["steps"] == 40 and cfg["train"]["batch_size"] == DEFAULT_CONFIG["train"]["batch_size"]
     assert cfg["augment"]["random_crop"] is False and cfg["data"]["eval_split"] is None
     assert cfg["optimization"]["optimizer"]["type"] == "sgd"  # merged, not replaced
+    # 1e-5 is a float (PyYAML alone reads it as a string), in files and in --set / --learning-rate
+    path.write_text("optimization:\n  learning_rate:\n    cosine:\n      initial_learning_rate: 3e-4\n")
+    assert load_config(path)["optimization"]["learning_rate"]["cosine"]["initial_learning_rate"] == 3e-4
+    assert load_config(None, ["train.weight_decay=1e-5"])["train"]["weight_decay"] == 1e-5
     _, schedule = build_optimizer(cfg)
     # warmup (5% of the steps = 2) then a cosine decay over train.steps
     assert learning_rate_at(schedule, 0) == 0.0

@@ -40,6 +40,9 @@ class ModelConfig(Section):
     num_classes: int = 1                    # 1 = 'hand' (multi-class records are merged), or the label map's count
     init: str = "pretrained"                # pretrained (handtrack.js) | random | imagenet (backbone only)
     imagenet_weights: str | None = None  # local Keras MobileNetV2 no-top .h5 for init: imagenet
+    # Start from another run's weights instead (its folder: latest checkpoint; or a checkpoint prefix), e.g. a
+    # second stage; the network settings below must be that run's. Optimizer state and step start afresh.
+    init_checkpoint: str | None = None
     # Square input side. 300 is the pretrained network's; a larger one sees small hands in more pixels
     # (the network is fully convolutional, the anchors follow the feature maps) at about (size/300)^2 the cost.
     input_size: int = INPUT_SIZE
@@ -241,7 +244,7 @@ def parse_set(item: str) -> dict:
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=500")
     try:
-        nested: Any = yaml.safe_load(text) if text.strip() else None
+        nested: Any = load_yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from exc
     for part in reversed(key.strip().split(".")):
@@ -249,11 +252,25 @@ def parse_set(item: str) -> dict:
     return nested
 
 
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, except that 1e-5 is a float as in YAML 1.2 and JSON (PyYAML's YAML 1.1 wants 1.0e-5)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader
+
+
 def read_yaml(path: str | Path) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
+        return load_yaml(Path(path).read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:

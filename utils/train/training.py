@@ -175,6 +175,19 @@ def build_teacher(num_classes: int = 1):
     return teacher
 
 
+def taught_only(teacher: Callable, images, mask) -> dict:
+    """The teacher's outputs on the images where `mask` is 1, zeros on the others (which the distillation
+    loss masks out): the teacher runs on the distilled share of the batch only."""
+    import tensorflow as tf
+
+    index = tf.where(mask > 0)
+    out = teacher(tf.gather_nd(images, index))
+    batch = tf.shape(images, out_type=tf.int64)[:1]
+    return {key: value if key == "distill_anchors" else
+            tf.scatter_nd(index, value, tf.concat([batch, tf.shape(value, out_type=tf.int64)[1:]], 0))
+            for key, value in out.items()}
+
+
 def nearest_anchors(from_anchors: np.ndarray, to_anchors: np.ndarray) -> np.ndarray:
     """For each of `to_anchors`, the index of the one of `from_anchors` it overlaps most (IoU)."""
     from utils.common.boxes import iou_matrix
@@ -275,7 +288,7 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                     outputs = model(images, training=True)
                     losses = ssd_losses(outputs, targets, loss_cfg)
                     if teacher is not None:
-                        losses.update(distillation_losses(outputs, teacher(images),
+                        losses.update(distillation_losses(outputs, taught_only(teacher, images, targets[DISTILL_MASK]),
                                                           targets[DISTILL_MASK], loss_cfg))
                         losses["total"] += losses["distillation"]
                     objective = losses["total"]
@@ -370,6 +383,7 @@ class TrainingPlan:
     resume_from: str | None
     start_step: int
     notes: list[str] = field(default_factory=list)
+    init_from: str | None = None  # a checkpoint prefix to start from (model.init_checkpoint)
 
 
 def _resolve(path: str | Path) -> Path:
@@ -383,7 +397,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
 
     from utils.common.label_map import LabelMapError, class_names, read_label_map
     from utils.train.inputs import DataError, count_sources, split_files
-    from utils.train.model import ModelError, check_run_info, read_run_info
+    from utils.train.model import ModelError, check_run_info, read_run_info, resolve_checkpoint
 
     run_dir = Path(run_dir)
     data_dir = _resolve(cfg["data"]["dir"])
@@ -414,7 +428,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
                             f"`make data DATASETS=...` or change data.sources / loss.distillation_sources")
     eval_files = split_files(data_dir, cfg["data"]["eval_split"]) if cfg["data"]["eval_split"] else []
 
-    resume_from, start_step, notes = None, 0, []
+    resume_from, start_step, notes, init_from = None, 0, [], None
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
@@ -426,13 +440,19 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         resume_from = latest
         start_step = int(latest.rsplit("-", 1)[-1])
         notes.append(f"resuming from {latest} (step {start_step})")
+    elif cfg["model"]["init_checkpoint"]:
+        source_dir, init_from = resolve_checkpoint(_resolve(cfg["model"]["init_checkpoint"]))
+        check_run_info(read_run_info(source_dir), source_dir, num_classes, cfg["model"]["input_size"],
+                       cfg["model"]["fine_anchor_scales"], cfg["model"]["batch_norm"])
+        notes.append(f"starting from the weights of {init_from}")
     elif cfg["model"]["init"] == "pretrained" and not (config.HANDTRACKJS_MODEL_DIR / "weights_manifest.json").exists():
         raise ModelError(f"{config.HANDTRACKJS_MODEL_DIR}: the pretrained handtrack.js model is not there; run "
                          f"`make model`, or train with --init random")
     elif cfg["model"]["init"] == "imagenet" and cfg["model"]["imagenet_weights"]:
         if not Path(cfg["model"]["imagenet_weights"]).is_file():
             raise ModelError(f"{cfg['model']['imagenet_weights']}: ImageNet weights file not found")
-    return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes)
+    return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes,
+                        init_from)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -486,7 +506,14 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
                    if distill else None)
-    if plan.resume_from is None:
+    if plan.init_from is not None:
+        try:
+            tf.train.Checkpoint(model=model).restore(plan.init_from).expect_partial().assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as exc:
+            raise ModelError(f"{plan.init_from}: checkpoint does not fit this run's network "
+                             f"({str(exc).splitlines()[0]}); check model.init_checkpoint") from exc
+        log(f"init: the weights of {plan.init_from}")
+    elif plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     chief = out_dir == run_dir
@@ -514,7 +541,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
                     cfg["matcher"]["unmatched_threshold"], plan.collapse_classes, input_size)
     source_weights = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
-    if plan.resume_from is None and cfg["model"]["batch_norm"]:
+    if plan.resume_from is None and plan.init_from is None and cfg["model"]["batch_norm"]:
         batch = train_cfg["batch_size"]
         images = calibrate_batch_norm(model, (images for images, _ in data.train_dataset(
             plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
