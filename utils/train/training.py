@@ -181,6 +181,8 @@ def taught_only(teacher: Callable, images, mask) -> dict:
     import tensorflow as tf
 
     index = tf.where(mask > 0)
+    # never an empty batch (oneDNN's fused convs mishandle one): then the first image, masked out anyway
+    index = tf.cond(tf.size(index) > 0, lambda: index, lambda: tf.zeros([1, 1], tf.int64))
     out = teacher(tf.gather_nd(images, index))
     batch = tf.shape(images, out_type=tf.int64)[:1]
     return {key: value if key == "distill_anchors" else
