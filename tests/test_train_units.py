@@ -112,7 +112,7 @@ def test_focal_loss_uses_every_anchor_and_down_weights_easy_ones():
     assert np.isfinite(focal)
 
 
-@pytest.mark.parametrize("name", ["egohands", "sample", "scratch"])
+@pytest.mark.parametrize("name", ["egohands", "sample", "scratch", "everyview", "everyview_stage1", "everyview_stage2"])
 def test_shipped_configs_load(name):
     """model-checkpoint/*.yaml fit the TrainingConfig tree; only the chosen optimizer's settings are kept."""
     from utils.common import config
