@@ -56,7 +56,7 @@ FINE_CHANNELS = 96
 # model.batch_norm: the TF.js network has its batch norm folded into the convs, which leaves plain SGD
 # nothing to keep activations in range (larger steps wreck it). A batch-norm model puts a BatchNormalization
 # after each backbone and extra conv again, measured on training images so that it starts as the pretrained
-# network (calibrate_batch_norm); exports and shipped weights fold it back (fold_model).
+# network (calibrate_batch_norm); exports and shipped weights fold it back (fold_model, conv_weights).
 BN_SUFFIX = "_bn"
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
@@ -517,38 +517,44 @@ def run_input_size(info: Mapping[str, Any]) -> int:
     return int(info.get("input_size", INPUT_SIZE))
 
 
-def run_fine_scales(info: Mapping[str, Any]) -> tuple[float, ...]:
-    """The fine layer's anchor scales a run trained with (none: the original network)."""
-    return tuple(float(s) for s in info.get("fine_anchor_scales", ()))
-
-
 def run_network(info: Mapping[str, Any]) -> dict[str, Any]:
-    """build_ssd_model's keyword arguments for the network a run (run.json) trained."""
-    return {"input_size": run_input_size(info), "fine_scales": run_fine_scales(info),
+    """build_ssd_model's keyword arguments for the network a run (run.json) or shipped folder (model.json)
+    has; fields from before a setting existed mean the original network."""
+    return {"input_size": run_input_size(info),
+            "fine_scales": tuple(float(s) for s in info.get("fine_anchor_scales", ())),
             "batch_norm": bool(info.get("batch_norm", False))}
 
 
+def config_network(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """build_ssd_model's keyword arguments for a training config's `model` section."""
+    return {"input_size": int(model_cfg["input_size"]),
+            "fine_scales": tuple(float(s) for s in model_cfg["fine_anchor_scales"]),
+            "batch_norm": bool(model_cfg["batch_norm"])}
+
+
+# How check_run_info words a difference in each network setting.
+_NETWORK_MISMATCH = {"input_size": "trained at input size {had}, this run asks for {wants}",
+                     "fine_scales": "trained with fine anchor scales {had}, this run asks for {wants}",
+                     "batch_norm": "trained with model.batch_norm {had}, this run asks for {wants}"}
+
+
 def check_run_info(info: Mapping[str, Any], run_dir: str | Path, num_classes: int | None = None,
-                   input_size: int | None = None, fine_scales: Sequence[float] | None = None,
-                   batch_norm: bool | None = None) -> None:
-    """Refuse a run of another architecture or (when given) another class count, input size, fine layer or
-    batch norm."""
+                   network: Mapping[str, Any] | None = None) -> None:
+    """Refuse a run of another architecture or (when given) another class count or network (input size,
+    fine layer, batch norm: config_network's keys)."""
     if info.get("architecture") != ARCHITECTURE:
         raise ModelError(f"{run_dir}: checkpoints are of architecture {info.get('architecture')!r}, not "
                          f"{ARCHITECTURE!r}; use another --run (or delete the folder to start over)")
     if num_classes is not None and info.get("num_classes") != num_classes:
         raise ModelError(f"{run_dir}: checkpoints were trained with {info.get('num_classes')} classes, this run "
                          f"asks for {num_classes}; use another --run (or delete the folder to start over)")
-    if input_size is not None and run_input_size(info) != input_size:
-        raise ModelError(f"{run_dir}: checkpoints were trained at input size {run_input_size(info)}, this run asks "
-                         f"for {input_size}; use another --run (or delete the folder to start over)")
-    if fine_scales is not None and run_fine_scales(info) != tuple(float(s) for s in fine_scales):
-        raise ModelError(f"{run_dir}: checkpoints were trained with fine anchor scales "
-                         f"{list(run_fine_scales(info))}, this run asks for {list(fine_scales)}; use another --run "
-                         f"(or delete the folder to start over)")
-    if batch_norm is not None and run_network(info)["batch_norm"] != batch_norm:
-        raise ModelError(f"{run_dir}: checkpoints were trained with model.batch_norm {run_network(info)['batch_norm']}"
-                         f", this run asks for {batch_norm}; use another --run (or delete the folder to start over)")
+    had = run_network(info)
+    for key, wants in (network or {}).items():
+        if had[key] != wants:
+            shown = (list(had[key]), list(wants)) if key == "fine_scales" else (had[key], wants)
+            raise ModelError(f"{run_dir}: checkpoints were "
+                             f"{_NETWORK_MISMATCH[key].format(had=shown[0], wants=shown[1])}; use another --run "
+                             f"(or delete the folder to start over)")
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, str]:
@@ -604,14 +610,14 @@ def export_source(checkpoint: str | Path) -> tuple[dict, Callable[[], tuple["Gra
         raise ModelError(f"{exc}; the run folder lost its label map: re-run train.py") from exc
     if len(names) != info["num_classes"]:
         raise ModelError(f"{label_map}: {len(names)} classes but the run trained {info['num_classes']}")
-    size = run_input_size(info)
+    network = run_network(info)
     source = {"kind": "checkpoint", "run": run_dir.name, "checkpoint": Path(prefix).name,
-              "architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(run_fine_scales(info)),
-              "batch_norm_folded": run_network(info)["batch_norm"],
+              "architecture": ARCHITECTURE, "input_size": network["input_size"],
+              "fine_anchor_scales": list(network["fine_scales"]), "batch_norm_folded": network["batch_norm"],
               "classes": names, "checkpoint_sha256": checkpoint_fingerprint(prefix),
               "model_code_sha256": sha256_of(Path(__file__))}  # rebuild on change
 
     def load():
-        model = fold_model(restore_model(prefix, info["num_classes"], **run_network(info)))
+        model = fold_model(restore_model(prefix, info["num_classes"], **network))
         return freeze_core(model), model_anchors(model), names
     return source, load

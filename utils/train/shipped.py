@@ -25,12 +25,10 @@ from utils.train.model import (
     build_ssd_model,
     check_run_info,
     conv_weights,
-    fold_model,
     model_anchors,
     read_run_info,
     resolve_checkpoint,
     restore_model,
-    run_fine_scales,
     run_network,
 )
 
@@ -47,7 +45,8 @@ def is_shipped(folder: str | Path) -> bool:
 
 
 def layer_weights(model) -> dict[str, np.ndarray]:
-    """Every conv layer's weights as '<layer>/<index>' -> array (index 0 kernel, 1 bias)."""
+    """Every conv layer's weights as '<layer>/<index>' -> array (index 0 kernel, 1 bias), batch norm folded in:
+    the plain network's, whatever the run trained."""
     return {f"{spec.layer}/{i}": value for spec in model.conv_specs
             for i, value in enumerate(conv_weights(model, spec))}
 
@@ -62,7 +61,7 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
     check_run_info(run, run_dir)
     network = run_network(run)
     size, fine = network["input_size"], network["fine_scales"]
-    model = fold_model(restore_model(prefix, run["num_classes"], **network))  # the plain network's weights
+    model = restore_model(prefix, run["num_classes"], **network)
     arrays = {name: value.astype(DTYPES[dtype]) for name, value in layer_weights(model).items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,8 +100,9 @@ def load_shipped(folder: str | Path):
     if actual != info.get("weights_sha256"):
         raise ModelError(f"{weights}: sha256 {actual} is not the {info.get('weights_sha256')} that "
                          f"{INFO_NAME} records; the file is damaged or was replaced: restore it from git")
-    model = build_ssd_model(int(info["num_classes"]), input_size=int(info["input_size"]),
-                            fine_scales=run_fine_scales(info))
+    network = run_network(info)
+    model = build_ssd_model(int(info["num_classes"]), input_size=network["input_size"],
+                            fine_scales=network["fine_scales"])  # weights with batch norm folded in
     try:
         with np.load(weights) as arrays:
             for spec in model.conv_specs:
@@ -122,7 +122,7 @@ def export_source(folder: str | Path) -> tuple[dict, Callable[[], tuple["GraphDe
     folder = Path(folder)
     info = read_info(folder)
     source = {"kind": "shipped", "name": folder.name, "architecture": ARCHITECTURE,
-              "input_size": info["input_size"], "fine_anchor_scales": list(run_fine_scales(info)),
+              "input_size": info["input_size"], "fine_anchor_scales": list(run_network(info)["fine_scales"]),
               "classes": info["class_names"],
               "weights_sha256": info.get("weights_sha256"), "dtype": info.get("dtype"),
               "model_code_sha256": sha256_of(Path(__file__).with_name("model.py"))}

@@ -399,7 +399,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
 
     from utils.common.label_map import LabelMapError, class_names, read_label_map
     from utils.train.inputs import DataError, count_sources, split_files
-    from utils.train.model import ModelError, check_run_info, read_run_info, resolve_checkpoint
+    from utils.train.model import ModelError, check_run_info, config_network, read_run_info, resolve_checkpoint
 
     run_dir = Path(run_dir)
     data_dir = _resolve(cfg["data"]["dir"])
@@ -434,8 +434,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
-        check_run_info(info, run_dir, num_classes, cfg["model"]["input_size"], cfg["model"]["fine_anchor_scales"],
-                       cfg["model"]["batch_norm"])
+        check_run_info(info, run_dir, num_classes, config_network(cfg["model"]))
         if info.get("class_names") != names:
             raise ModelError(f"{run_dir}: checkpoints were trained on classes {info.get('class_names')}, the data "
                              f"has {names}; use another --run")
@@ -444,8 +443,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         notes.append(f"resuming from {latest} (step {start_step})")
     elif cfg["model"]["init_checkpoint"]:
         source_dir, init_from = resolve_checkpoint(_resolve(cfg["model"]["init_checkpoint"]))
-        check_run_info(read_run_info(source_dir), source_dir, num_classes, cfg["model"]["input_size"],
-                       cfg["model"]["fine_anchor_scales"], cfg["model"]["batch_norm"])
+        check_run_info(read_run_info(source_dir), source_dir, num_classes, config_network(cfg["model"]))
         notes.append(f"starting from the weights of {init_from}")
     elif cfg["model"]["init"] == "pretrained" and not (config.HANDTRACKJS_MODEL_DIR / "weights_manifest.json").exists():
         raise ModelError(f"{config.HANDTRACKJS_MODEL_DIR}: the pretrained handtrack.js model is not there; run "
@@ -486,6 +484,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         anchors_for,
         build_ssd_model,
         calibrate_batch_norm,
+        config_network,
         initialize,
     )
 
@@ -497,13 +496,13 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
                           f"{replicas} replicas")
     tf.random.set_seed(train_cfg["seed"])
     num_classes = len(plan.class_names)
-    input_size, fine_scales = cfg["model"]["input_size"], tuple(cfg["model"]["fine_anchor_scales"])
+    network = config_network(cfg["model"])
+    input_size, fine_scales = network["input_size"], network["fine_scales"]
     anchors = anchors_for(input_size, fine_scales)
 
     distill = cfg["loss"]["distillation_weight"] > 0
     with strategy.scope():
-        model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales,
-                                batch_norm=cfg["model"]["batch_norm"])
+        model = build_ssd_model(num_classes, **network)
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
@@ -534,7 +533,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
     _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "input_size": input_size,
                                           "fine_anchor_scales": list(fine_scales),
-                                          "batch_norm": cfg["model"]["batch_norm"],
+                                          "batch_norm": network["batch_norm"],
                                           "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
                                           "train_files": [str(f) for f in plan.train_files],
