@@ -265,3 +265,34 @@ def test_batch_norm_model_starts_as_the_pretrained_network_and_folds_back(pretra
     spec = next(s for s in model.conv_specs if s.kind == "depthwise")
     assert [w.shape for w in conv_weights(model, spec)] == [w.shape for w in pretrained_model.get_layer(
         spec.layer).get_weights()]
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_freeze_through_stops_training_the_early_backbone(batch_norm):
+    """train.freeze_through: a training step leaves the stem up to the named block as it was (batch norm
+    included) and still trains the block after it; an unknown block name is one error naming the choices."""
+    import tf_keras
+
+    from utils.train.model import BN_SUFFIX, freeze_through
+
+    model = build_ssd_model(1, batch_norm=batch_norm)
+    frozen = freeze_through(model, "expanded_conv_3")
+    assert frozen[0] == "Conv" and frozen[-1] == "expanded_conv_3_project" and len(frozen) == 12
+    before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in model.layers if layer.weights}
+    images = tf.random.stateless_uniform([2, 300, 300, 3], (5, 6), -1, 1)
+    with tf.GradientTape() as tape:
+        out = model(images, training=True)
+        loss = tf.reduce_mean(tf.square(out["class_logits"])) + tf.reduce_mean(tf.square(out["box_encodings"]))
+    grads = tape.gradient(loss, model.trainable_variables)
+    tf_keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables))
+
+    def changed(name):
+        return any(not np.array_equal(a, w.numpy()) for a, w in zip(before[name], model.get_layer(name).weights))
+
+    assert not any(changed(name) for name in frozen)
+    if batch_norm:  # moving statistics too: a frozen BatchNormalization runs in inference mode
+        assert not changed("expanded_conv_3_project" + BN_SUFFIX)
+    assert changed("expanded_conv_4_expand")
+    assert freeze_through(build_ssd_model(1), None) == []
+    with pytest.raises(ModelError, match=r"'expanded_conv_99' is not a backbone block; use one of Conv, "):
+        freeze_through(model, "expanded_conv_99")

@@ -43,6 +43,7 @@ def test_config_defaults_file_and_overrides(tmp_path):
     ("loss.classification=softmax", "loss.classification must be one of sigmoid_hnm, focal"),
     ("optimization.learning_rate.type=cosine_restarts", "optimization:"),
     ("train", "expected KEY=VALUE"),
+    ("train.freeze_through=block_3", "train.freeze_through must be a backbone block, one of Conv, expanded_conv, "),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", "'")):

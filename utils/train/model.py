@@ -336,6 +336,32 @@ def feature_extractor_layers(model) -> list[str]:
     return [s.layer for s in model.conv_specs if s.kind not in ("head", "fine")]
 
 
+# MobileNetV2 block names a run may freeze through (train.freeze_through): the stem, then 17 bottlenecks.
+BACKBONE_BLOCKS = ("Conv", "expanded_conv", *(f"expanded_conv_{i}" for i in range(1, 17)), "Conv_1")
+_BLOCK_PARTS = ("", "_expand", "_depthwise", "_project")
+
+
+def freeze_through(model, block: str | None) -> list[str]:
+    """Stop training the backbone from its input up to and including `block` (a BACKBONE_BLOCKS name),
+    batch norm included; returns the frozen layers' names. Why: the early, high-resolution layers cost
+    most of the backward pass (freezing the stride-4 blocks trains ~1.5x faster on 2 cores) and hold
+    generic edges and textures, and a frozen start also keeps more of what the pretrained model knows."""
+    if not block:
+        return []
+    if block not in BACKBONE_BLOCKS:
+        raise ModelError(f"train.freeze_through: {block!r} is not a backbone block; use one of "
+                         f"{', '.join(BACKBONE_BLOCKS)}")
+    last = {block + part for part in _BLOCK_PARTS}
+    names = [s.layer for s in model.conv_specs]
+    end = max(i for i, name in enumerate(names) if name in last)
+    frozen = names[:end + 1]
+    for name in frozen:
+        model.get_layer(name).trainable = False
+        if model.batch_norm and name + BN_SUFFIX in {layer.name for layer in model.layers}:
+            model.get_layer(name + BN_SUFFIX).trainable = False
+    return frozen
+
+
 # ----------------------------------------------------------------------------- weight sources
 
 def _tfjs_layer_weights(spec: ConvSpec, weights: Mapping[str, np.ndarray]) -> list[np.ndarray]:

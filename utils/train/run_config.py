@@ -25,7 +25,7 @@ from official.modeling import optimization
 from official.modeling.hyperparams import base_config, params_dict
 
 from utils.common.errors import UserError
-from utils.train.model import INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from utils.train.model import BACKBONE_BLOCKS, INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 
 class ConfigError(UserError):
@@ -81,6 +81,9 @@ class TrainConfig(Section):
     eval_interval: int = 0                  # steps between evaluations; 0: evaluate once, at the end
     eval_batch_size: int = 8
     clip_gradient_norm: float | None = 10.0  # of the global (all-replica) gradient; null: no clipping
+    # Backbone block (model.py BACKBONE_BLOCKS, e.g. expanded_conv_3) up to which the network is not
+    # trained: faster steps (the early high-resolution layers cost most of the backward pass); null: all trained.
+    freeze_through: str | None = None
     weight_decay: float = 0.0               # L2 on conv kernels
     seed: int = 0
 
@@ -319,6 +322,9 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     if not MIN_INPUT_SIZE <= tree.model.input_size <= MAX_INPUT_SIZE:
         raise ConfigError(f"{source}: model.input_size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got "
                           f"{tree.model.input_size}")
+    if tree.train.freeze_through is not None and tree.train.freeze_through not in BACKBONE_BLOCKS:
+        raise ConfigError(f"{source}: train.freeze_through must be a backbone block, one of "
+                          f"{', '.join(BACKBONE_BLOCKS)}; got {tree.train.freeze_through!r}")
     if not 0 <= tree.augment.horizontal_flip <= 1:
         raise ConfigError(f"{source}: augment.horizontal_flip is a probability in [0, 1]")
     data = tree.data

@@ -485,6 +485,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         build_ssd_model,
         calibrate_batch_norm,
         config_network,
+        freeze_through,
         initialize,
     )
 
@@ -516,6 +517,9 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         log(f"init: the weights of {plan.init_from}")
     elif plan.resume_from is None:
         log(f"init: {initialize(model, cfg['model']['init'], num_classes, cfg['model']['imagenet_weights'])}")
+    frozen = freeze_through(model, train_cfg["freeze_through"])
+    if frozen:
+        log(f"frozen: {len(frozen)} layers, {frozen[0]} .. {frozen[-1]}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     chief = out_dir == run_dir
     manager = tf.train.CheckpointManager(checkpoint, str(out_dir), max_to_keep=train_cfg["max_to_keep"],
