@@ -284,10 +284,11 @@ def test_freeze_through_stops_training_the_early_backbone(batch_norm):
         out = model(images, training=True)
         loss = tf.reduce_mean(tf.square(out["class_logits"])) + tf.reduce_mean(tf.square(out["box_encodings"]))
     grads = tape.gradient(loss, model.trainable_variables)
-    tf_keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables))
+    tf_keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
     def changed(name):
-        return any(not np.array_equal(a, w.numpy()) for a, w in zip(before[name], model.get_layer(name).weights))
+        weights = model.get_layer(name).weights
+        return any(not np.array_equal(a, w.numpy()) for a, w in zip(before[name], weights, strict=True))
 
     assert not any(changed(name) for name in frozen)
     if batch_norm:  # moving statistics too: a frozen BatchNormalization runs in inference mode
