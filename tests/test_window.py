@@ -102,7 +102,8 @@ def test_window_shows_the_hand_with_its_box(xvfb, hand_video, model_dir, script,
                 f"xdotool: {key.stderr or key.stdout}; script alive: {process.poll() is None}")
             stdout, stderr = process.communicate(timeout=10)
             assert process.returncode == 0, stderr
-            assert "40 frames" in stdout and "stopped by --max-frames" in stdout
+            # On a slow or loaded machine the box shows (and 'q' arrives) before frame 40: then 'q' stops the run.
+            assert ("40 frames" in stdout and "stopped by --max-frames" in stdout) or "stopped by 'q'" in stdout, stdout
     finally:
         process.kill()
         process.wait()
