@@ -355,9 +355,9 @@ def freeze_through(model, block: str | None) -> list[str]:
     names = [s.layer for s in model.conv_specs]
     end = max(i for i, name in enumerate(names) if name in last)
     frozen = names[:end + 1]
-    for name in frozen:
+    for name in frozen:  # every backbone conv has its BatchNormalization when the model has batch norm
         model.get_layer(name).trainable = False
-        if model.batch_norm and name + BN_SUFFIX in {layer.name for layer in model.layers}:
+        if model.batch_norm:
             model.get_layer(name + BN_SUFFIX).trainable = False
     return frozen
 
