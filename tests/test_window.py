@@ -26,12 +26,15 @@ XDOTOOL_TRIES = 10
 @pytest.fixture
 def xvfb():
     """A private Xvfb; -displayfd lets the server pick a free display number itself, so test runs
-    sharing a machine never end up on one display (sending each other's windows the 'q' key)."""
+    sharing a machine never end up on one display (sending each other's windows the 'q' key).
+    -noreset: by default the server resets each time its last client leaves, and the screen grabs below
+    come and go every 0.3 s; a script connecting during such a reset fails ("could not connect to
+    display"), seen once in CI."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb): cannot test the real window")
     read_end, write_end = os.pipe()
     server = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24",
-                               "-nolisten", "tcp"], pass_fds=(write_end,), stdout=subprocess.DEVNULL,
+                               "-nolisten", "tcp", "-noreset"], pass_fds=(write_end,), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     os.close(write_end)
     try:
