@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from tests.test_gesture_cli import oxford_image
-from tests.test_window import ROOT, xvfb  # noqa: F401 - the fixture
+from tests.test_window import ROOT, Screen, xvfb  # noqa: F401 - the fixture
 from utils.common import config
+from utils.runtime.cli import SINGLE_TITLE
 from utils.runtime.detector import BOX_COLOR_BGR
 from utils.runtime.multi_model import OBJECT_COLORS_BGR
 
@@ -35,8 +36,6 @@ def show_and_grab(display: str, image: Path, colour_bgr: tuple[int, int, int]) -
     """Run the single-threaded detector with both models on one image in a window; (screenshot once
     `colour_bgr` shows on it, the first JSON line). The image is shown REPEATS times, as a short video
     would be: a window shown a single frame is sometimes never painted under a busy Xvfb."""
-    from PIL import ImageGrab
-
     frames = image.parent / "frames"
     frames.mkdir()
     for i in range(REPEATS):
@@ -51,14 +50,14 @@ def show_and_grab(display: str, image: Path, colour_bgr: tuple[int, int, int]) -
         ready, _, _ = select.select([process.stdout], [], [], 45)
         assert ready, "no JSON line in time"
         line = json.loads(process.stdout.readline())
-        deadline, shown = time.monotonic() + 45, False
+        deadline, shown, screen = time.monotonic() + 45, False, Screen(display, SINGLE_TITLE)
         while time.monotonic() < deadline and not shown and process.poll() is None:
             time.sleep(0.5)
-            screenshot = np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+            screenshot = screen.grab()
             shown = colour_mask(screenshot, colour_bgr).sum() > 2 * EDGE_MIN_PIXELS
         if shown:
             time.sleep(1.0)  # let it settle, then look again
-            screenshot = np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+            screenshot = screen.grab()
         assert process.poll() is None, f"the script ended early:\n{process.communicate()[1]}"
     finally:
         process.kill()
