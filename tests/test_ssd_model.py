@@ -217,6 +217,32 @@ def test_fine_layer_adds_stride_8_anchors_and_leaves_the_pretrained_outputs(size
     assert fine_scores.max() < 0.05  # the class prior: no hands until trained
 
 
+def test_fine_lateral_conv_narrows_the_coarse_map_and_keeps_the_anchors(pretrained_model, tfjs_dir, tmp_path):
+    """model.fine_lateral_channels: the stride-16 map is reduced to N channels before it joins the fine layer;
+    the same anchors, a fresh layer (pretrained outputs unchanged), a checkpoint of the other variant refused."""
+    import tensorflow as tf
+
+    from utils.train.model import ModelError, anchors_for, initialize, restore_model
+
+    scales = (0.05, 0.1)
+    coarse = len(anchors_for(300))
+    model = build_ssd_model(1, fine_scales=scales, fine_lateral=16)
+    lateral = model.get_layer(next(s.layer for s in model.conv_specs if "lateral" in s.layer))
+    assert lateral.filters == 16 and lateral.input.shape[1:] == (19, 19, 576)
+    merge = model.get_layer(next(s.layer for s in model.conv_specs if "merge" in s.layer))
+    assert merge.input.shape[-1] == 192 + 16  # the stride-8 expand + the narrowed, upsampled stride-16 map
+    assert model.output["class_logits"].shape[1] == len(anchors_for(300, scales))
+    assert "fine layer: fresh" in initialize(model, "pretrained", 1, tfjs_dir=tfjs_dir)
+    batch = tf.random.stateless_uniform([1, 300, 300, 3], (5, 6), -1, 1)
+    assert np.array_equal(model(batch)["class_logits"].numpy()[:, :coarse],
+                          pretrained_model(batch)["class_logits"].numpy())
+    prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    with pytest.raises(ModelError, match="does not fit"):
+        restore_model(prefix, 1, fine_scales=scales)  # the full-map variant
+    with pytest.raises(ModelError, match="needs fine_scales"):
+        build_ssd_model(1, fine_lateral=16)
+
+
 def test_the_teacher_leaves_the_fine_anchors_to_the_labels(pretrained_model):
     """Same input size: the teacher's outputs unchanged on the original anchors and no distillation on
     the fine ones (distill_anchors 0), whatever the student predicts there."""

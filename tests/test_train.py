@@ -309,10 +309,10 @@ def test_help_explains_every_flag():
 
 def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sample_data, pretrained_dir, tmp_path,
                                                                                capsys):
-    """model.input_size 384 with a fine layer and batch norm (the pretrained 300x300 network as teacher, mapped
-    onto the student's anchors) -> ship_weights.py (batch norm folded, float16) -> export_inference_graph.py
-    --checkpoint <shipped folder> -> a 384x384 TFLite model that agrees with the checkpoint; a damaged weights
-    file is refused."""
+    """model.input_size 384 with a fine layer (and its lateral conv) and batch norm (the pretrained 300x300
+    network as teacher, mapped onto the student's anchors) -> ship_weights.py (batch norm folded, float16) ->
+    export_inference_graph.py --checkpoint <shipped folder> -> a 384x384 TFLite model that agrees with the
+    checkpoint; a damaged weights file is refused."""
     import cv2
 
     import export_inference_graph
@@ -326,23 +326,25 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
                                     "--eval-split", "none", "--set", "model.input_size=384",
                                     "--set", "loss.distillation_weight=1.0",
                                     "--set", "model.fine_anchor_scales=[0.05, 0.1]", "--set", "model.batch_norm=true",
+                                    "--set", "model.fine_lateral_channels=16",
                                     "--set", "model.batch_norm_calibration_images=16", *FAST], capsys)
     assert code == 0, err
     assert np.isfinite(summary["final_losses"]["loss/distillation"])
     run_info = json.loads((tmp_path / "big" / "run.json").read_text())
     assert run_info["input_size"] == 384 and run_info["fine_anchor_scales"] == [0.05, 0.1] and run_info["batch_norm"]
+    assert run_info["fine_lateral_channels"] == 16
 
     shipped = tmp_path / "shipped" / "big"
     assert ship_weights.main(["--checkpoint", str(tmp_path / "big"), "--output-dir", str(shipped)]) == 0
     info = json.loads((shipped / INFO_NAME).read_text())
     assert info["input_size"] == 384 and info["dtype"] == "float16" and info["class_names"] == ["hand"]
-    assert info["fine_anchor_scales"] == [0.05, 0.1]
+    assert info["fine_anchor_scales"] == [0.05, 0.1] and info["fine_lateral_channels"] == 16
     assert (shipped / WEIGHTS_NAME).stat().st_size < 2 * info["parameters"]  # float16, compressed
 
     frame = next(iter(sorted((sample_data[1].parent / "images" / "test").glob("*.jpg"))))
     rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
     batch = (cv2.resize(rgb, (384, 384))[None].astype(np.float32) * 2 / 255 - 1)
-    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384, (0.05, 0.1), batch_norm=True)(batch)
+    full = restore_model(str(tmp_path / "big" / "ckpt-4"), 1, 384, (0.05, 0.1), batch_norm=True, fine_lateral=16)(batch)
     full = full["class_logits"].numpy()
     half = load_shipped(shipped)(batch)["class_logits"].numpy()
     scores = [1 / (1 + np.exp(-logits)) for logits in (full, half)]
@@ -353,6 +355,7 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
                                         "--no-int8"]) == 0
     manifest = json.loads((out / config.MANIFEST_NAME).read_text())
     assert manifest["source"]["kind"] == "shipped" and manifest["source"]["input_size"] == 384
+    assert manifest["source"]["fine_lateral_channels"] == 16
     tflite = load_inference_graph(out / config.TFLITE_FP32_NAME)
     assert tflite.input_size == 384
     frozen = load_inference_graph(out / config.FROZEN_GRAPH_NAME)

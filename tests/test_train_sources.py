@@ -106,6 +106,7 @@ def test_distillation_is_zero_when_the_student_agrees_and_pulls_it_towards_the_t
     ("data.source_weights={egohands: 1}", "'data.source_weights' must be a list"),
     ("loss.distillation_weight=-1", "must be >= 0"),
     ("model.fine_anchor_scales=[0.05, 1.5]", "model.fine_anchor_scales are fractions of the input side"),
+    ("model.fine_lateral_channels=32", "model.fine_lateral_channels must be >= 0 and needs model.fine_anchor_scales"),
 ])
 def test_bad_source_and_distillation_settings(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -49,6 +49,9 @@ class ModelConfig(Section):
     # 1:1 anchor scales (fractions of the input side) of an extra stride-8 map for small hands, e.g.
     # [0.05, 0.07, 0.1]; empty: the original network. New layers, trained from scratch (model.py FINE_STRIDE).
     fine_anchor_scales: list[float] = dataclasses.field(default_factory=list)
+    # With a fine layer: 0 merges the whole stride-16 map into it; N > 0 first reduces that map to N channels
+    # (a 1x1 conv, FPN's lateral), which makes the fine layer about half as costly (model.py FINE_CHANNELS).
+    fine_lateral_channels: int = 0
     # Batch norm trained again: a BatchNormalization after each backbone and extra conv, measured on
     # calibration_images training images so that training starts from the pretrained network's outputs;
     # folded back into the convs for export and shipping (same speed). Tolerates larger steps.
@@ -319,6 +322,9 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     if any(not 0 < scale < 1 for scale in tree.model.fine_anchor_scales):
         raise ConfigError(f"{source}: model.fine_anchor_scales are fractions of the input side in (0, 1), e.g. "
                           f"[0.05, 0.07, 0.1]; got {list(tree.model.fine_anchor_scales)}")
+    if tree.model.fine_lateral_channels < 0 or (tree.model.fine_lateral_channels and not tree.model.fine_anchor_scales):
+        raise ConfigError(f"{source}: model.fine_lateral_channels must be >= 0 and needs model.fine_anchor_scales, "
+                          f"got {tree.model.fine_lateral_channels}")
     if not MIN_INPUT_SIZE <= tree.model.input_size <= MAX_INPUT_SIZE:
         raise ConfigError(f"{source}: model.input_size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got "
                           f"{tree.model.input_size}")

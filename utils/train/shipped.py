@@ -66,6 +66,7 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(fine),
+            "fine_lateral_channels": network["fine_lateral"],
             "num_classes": run["num_classes"],
             "class_names": run["class_names"], "dtype": dtype,
             "parameters": int(sum(v.size for v in arrays.values())),
@@ -102,7 +103,8 @@ def load_shipped(folder: str | Path):
                          f"{INFO_NAME} records; the file is damaged or was replaced: restore it from git")
     network = run_network(info)
     model = build_ssd_model(int(info["num_classes"]), input_size=network["input_size"],
-                            fine_scales=network["fine_scales"])  # weights with batch norm folded in
+                            fine_scales=network["fine_scales"],
+                            fine_lateral=network["fine_lateral"])  # weights with batch norm folded in
     try:
         with np.load(weights) as arrays:
             for spec in model.conv_specs:
@@ -123,6 +125,7 @@ def export_source(folder: str | Path) -> tuple[dict, Callable[[], tuple["GraphDe
     info = read_info(folder)
     source = {"kind": "shipped", "name": folder.name, "architecture": ARCHITECTURE,
               "input_size": info["input_size"], "fine_anchor_scales": list(run_network(info)["fine_scales"]),
+              "fine_lateral_channels": run_network(info)["fine_lateral"],
               "classes": info["class_names"],
               "weights_sha256": info.get("weights_sha256"), "dtype": info.get("dtype"),
               "model_code_sha256": sha256_of(Path(__file__).with_name("model.py"))}

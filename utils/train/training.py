@@ -537,6 +537,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     write_label_map(out_dir / config.LABEL_MAP_NAME, plan.class_names)
     _write_json(out_dir / RUN_INFO_NAME, {"architecture": ARCHITECTURE, "input_size": input_size,
                                           "fine_anchor_scales": list(fine_scales),
+                                          "fine_lateral_channels": network["fine_lateral"],
                                           "batch_norm": network["batch_norm"],
                                           "num_classes": num_classes,
                                           "class_names": plan.class_names, "collapse_classes": plan.collapse_classes,
