@@ -243,6 +243,32 @@ def test_fine_lateral_conv_narrows_the_coarse_map_and_keeps_the_anchors(pretrain
         build_ssd_model(1, fine_lateral=16)
 
 
+def test_a_trained_fine_layer_narrows_by_svd():
+    """narrow_fine_layer: a full-map fine layer copied into a lateral one; the same outputs at 96 channels
+    (the merge's rank), the best rank-8 approximation at 8 (all energy below 1, the fine outputs nearby)."""
+    import tensorflow as tf
+
+    from utils.train.model import ModelError, anchors_for, narrow_fine_layer
+
+    scales = (0.05, 0.1)
+    coarse = len(anchors_for(300))
+    tf.keras.utils.set_random_seed(7)
+    full = build_ssd_model(1, fine_scales=scales)  # random weights: every singular value matters
+    batch = tf.random.stateless_uniform([1, 300, 300, 3], (7, 8), -1, 1)
+    want = full(batch)["box_encodings"].numpy()
+    exact = build_ssd_model(1, fine_scales=scales, fine_lateral=96)
+    assert narrow_fine_layer(full, exact) == pytest.approx(1.0)
+    assert np.allclose(exact(batch)["box_encodings"].numpy(), want, atol=1e-4)
+    narrow = build_ssd_model(1, fine_scales=scales, fine_lateral=8)
+    kept = narrow_fine_layer(full, narrow)
+    assert 0.05 < kept < 0.5
+    got = narrow(batch)["box_encodings"].numpy()
+    assert np.array_equal(got[:, :coarse], want[:, :coarse])  # the other maps are untouched
+    assert 0 < np.abs(got[:, coarse:] - want[:, coarse:]).mean() < np.abs(want[:, coarse:]).mean()
+    with pytest.raises(ModelError, match="needs a full-map fine-layer source"):
+        narrow_fine_layer(exact, narrow)
+
+
 def test_the_teacher_leaves_the_fine_anchors_to_the_labels(pretrained_model):
     """Same input size: the teacher's outputs unchanged on the original anchors and no distillation on
     the fine ones (distill_anchors 0), whatever the student predicts there."""

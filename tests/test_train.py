@@ -225,6 +225,20 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
     code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'stage1'}",
                               "--set", "model.fine_anchor_scales=[0.05]", *common], capsys)
     _one_line_error(code, err, "trained with fine anchor scales [], this run asks for [0.05]")
+    # a full-map fine layer starts a narrower (lateral) run: exact at 96 channels, the merge's rank
+    code, _, err = run_train(["--run", "fine", "--steps", "2", "--set", "model.fine_anchor_scales=[0.05]", *common],
+                             capsys)
+    assert code == 0, err
+    code = train.main(["--run", "narrow", "--steps", "2", "--learning-rate", "0.000000000001", "--set",
+                       f"model.init_checkpoint={tmp_path / 'fine'}", "--set", "model.fine_anchor_scales=[0.05]",
+                       "--set", "model.fine_lateral_channels=96", *common])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "narrowed to 96 lateral channels (SVD: 100.0% of the merge's stride-16 energy kept)" in out
+    fine = restore_model(str(tmp_path / "fine" / "ckpt-2"), 1, fine_scales=(0.05,))
+    narrow = restore_model(str(tmp_path / "narrow" / "ckpt-2"), 1, fine_scales=(0.05,), fine_lateral=96)
+    batch = np.random.default_rng(0).uniform(-1, 1, [1, 300, 300, 3]).astype(np.float32)
+    assert np.allclose(fine(batch)["class_logits"].numpy(), narrow(batch)["class_logits"].numpy(), atol=1e-3)
     code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'nosuch'}",
                               *common], capsys)
     _one_line_error(code, err, "nosuch: neither a run folder nor a checkpoint prefix")

@@ -54,8 +54,9 @@ FINE_STRIDE = 8
 FINE_BLOCK = 6              # its expand conv runs at stride 8
 FINE_CHANNELS = 96
 # model.fine_lateral_channels: 0 merges the whole 576-channel stride-16 map (upsampled) into the fine layer; N
-# first reduces it to N channels at stride 16 (FPN's lateral 1x1 conv). The merge at 38x38 is then 4x cheaper:
-# with random weights, int8, invoke time over the network without a fine layer +29% (0) / +15% (32).
+# first reduces it to N channels at stride 16 (FPN's linear lateral 1x1 conv), so the merge at 38x38 is far
+# cheaper: int8 invoke time over the network without a fine layer +25-29% (0) / +15% (32), random weights.
+# Linear, so a trained full-map network narrows to it by a truncated SVD of its merge conv (narrow_fine_layer).
 # model.batch_norm: the TF.js network has its batch norm folded into the convs, which leaves plain SGD
 # nothing to keep activations in range (larger steps wreck it). A batch-norm model puts a BatchNormalization
 # after each backbone and extra conv again, measured on training images so that it starts as the pretrained
@@ -239,8 +240,7 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
             lateral = _layer_name("FineFeatures/lateral")
             specs.append(ConvSpec(lateral, "", "fine"))
             coarse = layers.Conv2D(fine_lateral, 1, padding="same", name=lateral,
-                                   kernel_initializer=_initializers("conv"))(coarse)
-            coarse = layers.ReLU(6.0, name=lateral + "_relu6")(coarse)
+                                   kernel_initializer=_initializers("linear"))(coarse)
         up = layers.UpSampling2D(2, name="FineFeatures_upsample")(coarse)
         extra = up.shape[1] - fine.shape[1]  # 2*ceil(S/16) may exceed ceil(S/8) by one
         if extra:
@@ -344,6 +344,31 @@ def fold_model(model):
     for spec in model.conv_specs:
         plain.get_layer(spec.layer).set_weights(conv_weights(model, spec))
     return plain
+
+
+def narrow_fine_layer(source, target) -> float:
+    """Copy a full-map fine-layer network's weights (`source`, fine_lateral 0) into `target`, the same network
+    with fine_lateral N: every layer as it is, and the merge conv's stride-16 part W [576, 96] split by a
+    truncated SVD into the lateral conv (576 -> N) and the merge's new part (N -> 96). Exact for N >= 96, the
+    best rank-N approximation below. Returns the share of W's energy (squared singular values) kept."""
+    if source.fine_lateral or not target.fine_lateral or not source.fine_anchor_scales:
+        raise ModelError("narrow_fine_layer: needs a full-map fine-layer source and a target with a lateral conv")
+    lateral, merge = _layer_name("FineFeatures/lateral"), _layer_name("FineFeatures/merge")
+    for layer in target.layers:
+        if layer.weights and layer.name not in (lateral, merge):
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    kernel, bias = source.get_layer(merge).get_weights()  # [1, 1, fine + 576, FINE_CHANNELS]
+    fine_channels = target.get_layer(merge).get_weights()[0].shape[2] - target.fine_lateral
+    coarse = kernel[0, 0, fine_channels:]
+    u, s, vt = np.linalg.svd(coarse, full_matrices=False)  # coarse = u @ diag(s) @ vt
+    rank = min(target.fine_lateral, len(s))
+    root = np.sqrt(s[:rank])
+    down = np.zeros([coarse.shape[0], target.fine_lateral], np.float32)  # channels beyond the rank stay zero
+    up = np.zeros([target.fine_lateral, coarse.shape[1]], np.float32)
+    down[:, :rank], up[:rank] = u[:, :rank] * root, root[:, None] * vt[:rank]
+    target.get_layer(lateral).set_weights([down[None, None], np.zeros(target.fine_lateral, np.float32)])
+    target.get_layer(merge).set_weights([np.concatenate([kernel[0, 0, :fine_channels], up])[None, None], bias])
+    return float((s[:rank] ** 2).sum() / (s ** 2).sum())
 
 
 def feature_extractor_layers(model) -> list[str]:

@@ -386,6 +386,8 @@ class TrainingPlan:
     start_step: int
     notes: list[str] = field(default_factory=list)
     init_from: str | None = None  # a checkpoint prefix to start from (model.init_checkpoint)
+    # That checkpoint's network when it is the full-map fine layer this run narrows (model.fine_lateral_channels).
+    narrow_from: dict | None = None
 
 
 def _resolve(path: str | Path) -> Path:
@@ -399,7 +401,14 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
 
     from utils.common.label_map import LabelMapError, class_names, read_label_map
     from utils.train.inputs import DataError, count_sources, split_files
-    from utils.train.model import ModelError, check_run_info, config_network, read_run_info, resolve_checkpoint
+    from utils.train.model import (
+        ModelError,
+        check_run_info,
+        config_network,
+        read_run_info,
+        resolve_checkpoint,
+        run_network,
+    )
 
     run_dir = Path(run_dir)
     data_dir = _resolve(cfg["data"]["dir"])
@@ -430,7 +439,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
                             f"`make data DATASETS=...` or change data.sources / loss.distillation_sources")
     eval_files = split_files(data_dir, cfg["data"]["eval_split"]) if cfg["data"]["eval_split"] else []
 
-    resume_from, start_step, notes, init_from = None, 0, [], None
+    resume_from, start_step, notes, init_from, narrow_from = None, 0, [], None, None
     latest = tf.train.latest_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if latest is not None:
         info = read_run_info(run_dir)
@@ -443,8 +452,15 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         notes.append(f"resuming from {latest} (step {start_step})")
     elif cfg["model"]["init_checkpoint"]:
         source_dir, init_from = resolve_checkpoint(_resolve(cfg["model"]["init_checkpoint"]))
-        check_run_info(read_run_info(source_dir), source_dir, num_classes, config_network(cfg["model"]))
-        notes.append(f"starting from the weights of {init_from}")
+        source_info, network = read_run_info(source_dir), config_network(cfg["model"])
+        source_network = run_network(source_info)
+        if network["fine_lateral"] and not source_network["fine_lateral"] and source_network["fine_scales"]:
+            narrow_from = source_network  # a full-map fine layer, narrowed by narrow_fine_layer
+            network = dict(network, fine_lateral=0)
+        check_run_info(source_info, source_dir, num_classes, network)
+        notes.append(f"starting from the weights of {init_from}"
+                     + (f" (its fine layer narrowed to {cfg['model']['fine_lateral_channels']} lateral channels)"
+                        if narrow_from else ""))
     elif cfg["model"]["init"] == "pretrained" and not (config.HANDTRACKJS_MODEL_DIR / "weights_manifest.json").exists():
         raise ModelError(f"{config.HANDTRACKJS_MODEL_DIR}: the pretrained handtrack.js model is not there; run "
                          f"`make model`, or train with --init random")
@@ -452,7 +468,7 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         if not Path(cfg["model"]["imagenet_weights"]).is_file():
             raise ModelError(f"{cfg['model']['imagenet_weights']}: ImageNet weights file not found")
     return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes,
-                        init_from)
+                        init_from, narrow_from)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -487,6 +503,8 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         config_network,
         freeze_through,
         initialize,
+        narrow_fine_layer,
+        restore_model,
     )
 
     cfg, run_dir = plan.cfg, plan.run_dir
@@ -508,7 +526,11 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
                    if distill else None)
-    if plan.init_from is not None:
+    if plan.init_from is not None and plan.narrow_from is not None:
+        kept = narrow_fine_layer(restore_model(plan.init_from, num_classes, **plan.narrow_from), model)
+        log(f"init: the weights of {plan.init_from}, its fine layer narrowed to {model.fine_lateral} lateral "
+            f"channels (SVD: {kept:.1%} of the merge's stride-16 energy kept)")
+    elif plan.init_from is not None:
         try:
             tf.train.Checkpoint(model=model).restore(plan.init_from).expect_partial().assert_existing_objects_matched()
         except (ValueError, AssertionError, tf.errors.OpError) as exc:
