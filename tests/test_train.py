@@ -234,7 +234,7 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
                        "--set", "model.fine_lateral_channels=96", *common])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "narrowed to 96 lateral channels (SVD: 100.0% of the merge's stride-16 energy kept)" in out
+    assert "fine layer narrowed to 96 lateral channels: 100.0% of what the stride-16 map adds" in out
     fine = restore_model(str(tmp_path / "fine" / "ckpt-2"), 1, fine_scales=(0.05,))
     narrow = restore_model(str(tmp_path / "narrow" / "ckpt-2"), 1, fine_scales=(0.05,), fine_lateral=96)
     batch = np.random.default_rng(0).uniform(-1, 1, [1, 300, 300, 3]).astype(np.float32)

@@ -56,7 +56,7 @@ FINE_CHANNELS = 96
 # model.fine_lateral_channels: 0 merges the whole 576-channel stride-16 map (upsampled) into the fine layer; N
 # first reduces it to N channels at stride 16 (FPN's linear lateral 1x1 conv), so the merge at 38x38 is far
 # cheaper: int8 invoke time over the network without a fine layer +25-29% (0) / +15% (32), random weights.
-# Linear, so a trained full-map network narrows to it by a truncated SVD of its merge conv (narrow_fine_layer).
+# Linear, so a trained full-map network narrows to it through its merge conv (narrow_fine_layer).
 # model.batch_norm: the TF.js network has its batch norm folded into the convs, which leaves plain SGD
 # nothing to keep activations in range (larger steps wreck it). A batch-norm model puts a BatchNormalization
 # after each backbone and extra conv again, measured on training images so that it starts as the pretrained
@@ -346,11 +346,13 @@ def fold_model(model):
     return plain
 
 
-def narrow_fine_layer(source, target) -> float:
+def narrow_fine_layer(source, target, batches: Iterable | None = None) -> float:
     """Copy a full-map fine-layer network's weights (`source`, fine_lateral 0) into `target`, the same network
-    with fine_lateral N: every layer as it is, and the merge conv's stride-16 part W [576, 96] split by a
-    truncated SVD into the lateral conv (576 -> N) and the merge's new part (N -> 96). Exact for N >= 96, the
-    best rank-N approximation below. Returns the share of W's energy (squared singular values) kept."""
+    with fine_lateral N: every layer as it is, and the merge conv's stride-16 part W [576, 96] split into the
+    lateral conv (576 -> N) and the merge's new part (N -> 96) through a rank-N basis P [96, N] of what that
+    part adds to the merge, W c: lateral = W P, merge part = P^T. With `batches` (preprocessed images) P holds
+    the top eigenvectors of W c's second moment on them (the best rank N for those activations), else W's top
+    singular vectors. Exact for N >= 96. Returns the share of that energy kept."""
     if source.fine_lateral or not target.fine_lateral or not source.fine_anchor_scales:
         raise ModelError("narrow_fine_layer: needs a full-map fine-layer source and a target with a lateral conv")
     lateral, merge = _layer_name("FineFeatures/lateral"), _layer_name("FineFeatures/merge")
@@ -359,16 +361,27 @@ def narrow_fine_layer(source, target) -> float:
             layer.set_weights(source.get_layer(layer.name).get_weights())
     kernel, bias = source.get_layer(merge).get_weights()  # [1, 1, fine + 576, FINE_CHANNELS]
     fine_channels = target.get_layer(merge).get_weights()[0].shape[2] - target.fine_lateral
-    coarse = kernel[0, 0, fine_channels:]
-    u, s, vt = np.linalg.svd(coarse, full_matrices=False)  # coarse = u @ diag(s) @ vt
-    rank = min(target.fine_lateral, len(s))
-    root = np.sqrt(s[:rank])
-    down = np.zeros([coarse.shape[0], target.fine_lateral], np.float32)  # channels beyond the rank stay zero
-    up = np.zeros([target.fine_lateral, coarse.shape[1]], np.float32)
-    down[:, :rank], up[:rank] = u[:, :rank] * root, root[:, None] * vt[:rank]
-    target.get_layer(lateral).set_weights([down[None, None], np.zeros(target.fine_lateral, np.float32)])
-    target.get_layer(merge).set_weights([np.concatenate([kernel[0, 0, :fine_channels], up])[None, None], bias])
-    return float((s[:rank] ** 2).sum() / (s ** 2).sum())
+    coarse = kernel[0, 0, fine_channels:].astype(np.float64)
+    if batches is None:
+        moment = coarse.T @ coarse  # W^T W: its eigenvectors are W's right singular vectors
+    else:
+        probe = _keras().Model(source.input, source.get_layer("FineFeatures_upsample").input)
+        moment, count = np.zeros([coarse.shape[1]] * 2), 0
+        for batch in batches:
+            added = probe(batch, training=False).numpy().reshape(-1, coarse.shape[0]) @ coarse
+            moment, count = moment + added.T @ added, count + len(added)
+        if not count:
+            raise ModelError("narrow_fine_layer: no images to measure the merge on")
+    values, vectors = np.linalg.eigh(moment)  # ascending
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    rank = min(target.fine_lateral, len(values))
+    basis = np.zeros([coarse.shape[1], target.fine_lateral])  # channels beyond the rank stay zero
+    basis[:, :rank] = vectors[:, :rank]
+    target.get_layer(lateral).set_weights([(coarse @ basis)[None, None].astype(np.float32),
+                                           np.zeros(target.fine_lateral, np.float32)])
+    target.get_layer(merge).set_weights([np.concatenate([kernel[0, 0, :fine_channels], basis.T])[None, None]
+                                         .astype(np.float32), bias])
+    return float(values[:rank].sum() / values.sum())
 
 
 def feature_extractor_layers(model) -> list[str]:

@@ -40,6 +40,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 RUN_INFO_NAME = "run.json"
 EVAL_METRICS_NAME = "eval_metrics.json"
 TRAIN_LOG_NAME = "train.log"
+NARROW_IMAGES = 256  # training images a narrowed fine layer (model.fine_lateral_channels) is fitted on
 
 
 class TrainingError(UserError):
@@ -527,9 +528,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
                    if distill else None)
     if plan.init_from is not None and plan.narrow_from is not None:
-        kept = narrow_fine_layer(restore_model(plan.init_from, num_classes, **plan.narrow_from), model)
-        log(f"init: the weights of {plan.init_from}, its fine layer narrowed to {model.fine_lateral} lateral "
-            f"channels (SVD: {kept:.1%} of the merge's stride-16 energy kept)")
+        log(f"init: the weights of {plan.init_from}, its fine layer to be narrowed")  # once the data is there
     elif plan.init_from is not None:
         try:
             tf.train.Checkpoint(model=model).restore(plan.init_from).expect_partial().assert_existing_objects_matched()
@@ -575,6 +574,14 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
             plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
             source_weights=source_weights).take(max(1, cfg["model"]["batch_norm_calibration_images"] // batch))))
         log(f"batch norm: statistics of {images} training images")
+    if plan.init_from is not None and plan.narrow_from is not None:
+        batch = train_cfg["batch_size"]
+        kept = narrow_fine_layer(restore_model(plan.init_from, num_classes, **plan.narrow_from), model,
+                                 (images for images, _ in data.train_dataset(
+                                     plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
+                                     source_weights=source_weights).take(max(1, NARROW_IMAGES // batch))))
+        log(f"fine layer narrowed to {model.fine_lateral} lateral channels: {kept:.1%} of what the stride-16 map "
+            f"adds to the merge kept, measured on {NARROW_IMAGES} training images")
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),
                                        cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"], input_context=ctx,
