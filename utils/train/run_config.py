@@ -50,7 +50,8 @@ class ModelConfig(Section):
     # [0.05, 0.07, 0.1]; empty: the original network. New layers, trained from scratch (model.py FINE_STRIDE).
     fine_anchor_scales: list[float] = dataclasses.field(default_factory=list)
     # With a fine layer: 0 merges the whole stride-16 map into it; N > 0 first reduces that map to N channels
-    # (a 1x1 conv, FPN's lateral), which makes the fine layer about half as costly (model.py FINE_CHANNELS).
+    # (a 1x1 conv, FPN's lateral), a cheaper merge (model.py FINE_CHANNELS). Started from a full-map run
+    # (init_checkpoint), its weights are narrowed to fit (model.py narrow_fine_layer).
     fine_lateral_channels: int = 0
     # Batch norm trained again: a BatchNormalization after each backbone and extra conv, measured on
     # calibration_images training images so that training starts from the pretrained network's outputs;
