@@ -53,6 +53,7 @@ CLASS_PRIOR = 0.01  # new class heads start predicting "background" (RetinaNet's
 FINE_STRIDE = 8
 FINE_BLOCK = 6              # its expand conv runs at stride 8
 FINE_CHANNELS = 96
+FINE_LATERAL, FINE_MERGE, FINE_UPSAMPLE = "FineFeatures/lateral", "FineFeatures/merge", "FineFeatures_upsample"
 # model.fine_lateral_channels: 0 merges the whole 576-channel stride-16 map (upsampled) into the fine layer; N
 # first reduces it to N channels at stride 16 (FPN's linear lateral 1x1 conv), so the merge at 38x38 is far
 # cheaper: int8 invoke 14.7 -> 14.0 ms at 32 (the pretrained network without a fine layer: 11.1; README).
@@ -237,16 +238,16 @@ def build_ssd_model(num_classes: int = 1, name: str = "ssd_mobilenet_v2", input_
     if fine_scales:  # FPN-style: stride-8 detail + the upsampled stride-16 map's meaning, then 3x3 context
         coarse = features[0]
         if fine_lateral:
-            lateral = _layer_name("FineFeatures/lateral")
+            lateral = _layer_name(FINE_LATERAL)
             specs.append(ConvSpec(lateral, "", "fine"))
             coarse = layers.Conv2D(fine_lateral, 1, padding="same", name=lateral,
                                    kernel_initializer=_initializers("linear"))(coarse)
-        up = layers.UpSampling2D(2, name="FineFeatures_upsample")(coarse)
+        up = layers.UpSampling2D(2, name=FINE_UPSAMPLE)(coarse)
         extra = up.shape[1] - fine.shape[1]  # 2*ceil(S/16) may exceed ceil(S/8) by one
         if extra:
             up = layers.Cropping2D(((0, extra), (0, extra)), name="FineFeatures_crop")(up)
         x = layers.Concatenate(name="FineFeatures_concat")([fine, up])
-        merge, context = _layer_name("FineFeatures/merge"), _layer_name("FineFeatures/depthwise")
+        merge, context = _layer_name(FINE_MERGE), _layer_name("FineFeatures/depthwise")
         specs += [ConvSpec(merge, "", "fine"), ConvSpec(context, "", "fine")]
         x = layers.Conv2D(FINE_CHANNELS, 1, padding="same", name=merge, kernel_initializer=_initializers("conv"))(x)
         x = layers.ReLU(6.0, name=merge + "_relu6")(x)
@@ -355,7 +356,7 @@ def narrow_fine_layer(source, target, batches: Iterable | None = None) -> float:
     singular vectors. Exact for N >= 96. Returns the share of that energy kept."""
     if source.fine_lateral or not target.fine_lateral or not source.fine_anchor_scales:
         raise ModelError("narrow_fine_layer: needs a full-map fine-layer source and a target with a lateral conv")
-    lateral, merge = _layer_name("FineFeatures/lateral"), _layer_name("FineFeatures/merge")
+    lateral, merge = _layer_name(FINE_LATERAL), _layer_name(FINE_MERGE)
     for layer in target.layers:
         if layer.weights and layer.name not in (lateral, merge):
             layer.set_weights(source.get_layer(layer.name).get_weights())
@@ -365,7 +366,7 @@ def narrow_fine_layer(source, target, batches: Iterable | None = None) -> float:
     if batches is None:
         moment = coarse.T @ coarse  # W^T W: its eigenvectors are W's right singular vectors
     else:
-        probe = _keras().Model(source.input, source.get_layer("FineFeatures_upsample").input)
+        probe = _keras().Model(source.input, source.get_layer(FINE_UPSAMPLE).input)
         moment, count = np.zeros([coarse.shape[1]] * 2), 0
         for batch in batches:
             added = probe(batch, training=False).numpy().reshape(-1, coarse.shape[0]) @ coarse

@@ -123,9 +123,10 @@ def export_source(folder: str | Path) -> tuple[dict, Callable[[], tuple["GraphDe
 
     folder = Path(folder)
     info = read_info(folder)
+    network = run_network(info)
     source = {"kind": "shipped", "name": folder.name, "architecture": ARCHITECTURE,
-              "input_size": info["input_size"], "fine_anchor_scales": list(run_network(info)["fine_scales"]),
-              "fine_lateral_channels": run_network(info)["fine_lateral"],
+              "input_size": info["input_size"], "fine_anchor_scales": list(network["fine_scales"]),
+              "fine_lateral_channels": network["fine_lateral"],
               "classes": info["class_names"],
               "weights_sha256": info.get("weights_sha256"), "dtype": info.get("dtype"),
               "model_code_sha256": sha256_of(Path(__file__).with_name("model.py"))}

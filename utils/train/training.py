@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -527,7 +527,7 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
                    if distill else None)
-    if plan.init_from is not None and plan.narrow_from is not None:
+    if plan.narrow_from is not None:
         log(f"init: the weights of {plan.init_from}, its fine layer to be narrowed")  # once the data is there
     elif plan.init_from is not None:
         try:
@@ -568,18 +568,20 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
     data = SsdInput(anchors, num_classes, plan.class_names, cfg["augment"], cfg["matcher"]["matched_threshold"],
                     cfg["matcher"]["unmatched_threshold"], plan.collapse_classes, input_size)
     source_weights = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
-    if plan.resume_from is None and plan.init_from is None and cfg["model"]["batch_norm"]:
+
+    def training_images(count: int) -> Iterator:
+        """About `count` training images (preprocessed batches), for measuring the network on before step 0."""
         batch = train_cfg["batch_size"]
-        images = calibrate_batch_norm(model, (images for images, _ in data.train_dataset(
+        return (images for images, _ in data.train_dataset(
             plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
-            source_weights=source_weights).take(max(1, cfg["model"]["batch_norm_calibration_images"] // batch))))
+            source_weights=source_weights).take(max(1, count // batch)))
+
+    if plan.resume_from is None and plan.init_from is None and cfg["model"]["batch_norm"]:
+        images = calibrate_batch_norm(model, training_images(cfg["model"]["batch_norm_calibration_images"]))
         log(f"batch norm: statistics of {images} training images")
-    if plan.init_from is not None and plan.narrow_from is not None:
-        batch = train_cfg["batch_size"]
+    if plan.narrow_from is not None:
         kept = narrow_fine_layer(restore_model(plan.init_from, num_classes, **plan.narrow_from), model,
-                                 (images for images, _ in data.train_dataset(
-                                     plan.train_files, batch, cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"],
-                                     source_weights=source_weights).take(max(1, NARROW_IMAGES // batch))))
+                                 training_images(NARROW_IMAGES))
         log(f"fine layer narrowed to {model.fine_lateral} lateral channels: {kept:.1%} of what the stride-16 map "
             f"adds to the merge kept, measured on {NARROW_IMAGES} training images")
     dataset = strategy.distribute_datasets_from_function(
