@@ -222,6 +222,15 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
     first, second = (restore_model(str(tmp_path / run / "ckpt-2"), 1) for run in ("stage1", "stage2"))
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-6)
+    # the convs fit any input size: a larger input starts from the same weights
+    code, summary, err = run_train(["--run", "stage2_320", "--steps", "1", "--learning-rate", "0.000000000001",
+                                    "--set", f"model.init_checkpoint={tmp_path / 'stage1'}",
+                                    "--set", "model.input_size=320", *common], capsys)
+    assert code == 0, err
+    larger = restore_model(str(tmp_path / "stage2_320" / "ckpt-1"), 1, input_size=320)
+    assert larger.input_shape[1] == 320
+    for a, b in zip(first.get_weights(), larger.get_weights(), strict=True):
+        assert np.allclose(a, b, atol=1e-6)
     code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'stage1'}",
                               "--set", "model.fine_anchor_scales=[0.05]", *common], capsys)
     _one_line_error(code, err, "trained with fine anchor scales [], this run asks for [0.05]")

@@ -458,7 +458,11 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         if network["fine_lateral"] and not source_network["fine_lateral"] and source_network["fine_scales"]:
             narrow_from = source_network  # a full-map fine layer, narrowed by narrow_fine_layer
             network = dict(network, fine_lateral=0)
-        check_run_info(source_info, source_dir, num_classes, network)
+        # every layer is a conv, so the weights fit any input size: a second stage may change it
+        check_run_info(source_info, source_dir, num_classes,
+                       {key: wants for key, wants in network.items() if key != "input_size"})
+        if source_network["input_size"] != network["input_size"]:
+            notes.append(f"input size {source_network['input_size']} -> {network['input_size']}")
         notes.append(f"starting from the weights of {init_from}"
                      + (f" (its fine layer narrowed to {cfg['model']['fine_lateral_channels']} lateral channels)"
                         if narrow_from else ""))
