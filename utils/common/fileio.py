@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from utils.common.errors import UserError
+from utils.common.signals import deferred_signals
 
 # Beside an output NAME, while it is being written or replaced (pid: the writing process; 8 random chars):
 #   .NAME.<pid>-<random>.tmp[<suffix>]   the new output being written
@@ -80,15 +81,15 @@ class AtomicOutputs:
         final_path = Path(final_path)
         final_path.parent.mkdir(parents=True, exist_ok=True)
         recover_stale(final_path)
-        tmp = _new_name(final_path, "tmp", suffix)
-        self.pending.append((tmp, final_path))
+        # _new_name creates the file for a moment: a Ctrl-C / SIGTERM in between would leave it behind, unlisted
+        with deferred_signals():
+            tmp = _new_name(final_path, "tmp", suffix)
+            self.pending.append((tmp, final_path))
         return tmp
 
     def commit(self) -> None:
         """Swap every new output in: each old one is moved aside, the new one renamed in, and only then
         are the old ones deleted, so no moment has neither; Ctrl-C and SIGTERM wait for the renames."""
-        from utils.common.signals import deferred_signals
-
         asides: list[Path] = []
         try:
             with deferred_signals():  # a held Ctrl-C / SIGTERM is raised when this block ends
