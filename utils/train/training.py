@@ -456,7 +456,9 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
         source_info, network = read_run_info(source_dir), config_network(cfg["model"])
         source_network = run_network(source_info)
         if network["fine_lateral"] and not source_network["fine_lateral"] and source_network["fine_scales"]:
-            narrow_from = source_network  # a full-map fine layer, narrowed by narrow_fine_layer
+            # a full-map fine layer, narrowed by narrow_fine_layer; measured at this run's input size, the size
+            # of its training images
+            narrow_from = dict(source_network, input_size=network["input_size"])
             network = dict(network, fine_lateral=0)
         # every layer is a conv, so the weights fit any input size: a second stage may change it
         check_run_info(source_info, source_dir, num_classes,
