@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a training run folder (its latest checkpoint) or a checkpoint prefix (run/ckpt-N)")
     parser.add_argument("--output-dir", type=Path, required=True,
                         help="the shipped folder to write, e.g. model-checkpoint/shipped/<name>")
+    parser.add_argument("--blend-with", type=Path, metavar="CHECKPOINT",
+                        help="a second run (folder or prefix) of the same network to average in, layer by "
+                             "layer: typically the stage --checkpoint started from, to get back some of what it "
+                             "knew (weight-space averaging). model.json records both and their shares")
+    parser.add_argument("--blend-share", type=float, default=0.5, metavar="W",
+                        help="the weight of --blend-with in the average, in [0, 1] (default: %(default)s)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16",
                         help="how the weights are stored (default: %(default)s: half the size; the export "
                              "computes in float32 either way)")
@@ -40,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     from utils.common.errors import UserError, disk_error, report
     from utils.train.shipped import WEIGHTS_NAME, ship_checkpoint
 
+    if not 0 <= args.blend_share <= 1:
+        return report(PROG, UserError(f"--blend-share {args.blend_share}: the share of --blend-with in the "
+                                      f"average must be in [0, 1], e.g. 0.3"))
     try:
-        info = ship_checkpoint(args.checkpoint, args.output_dir, args.dtype)
+        info = ship_checkpoint(args.checkpoint, args.output_dir, args.dtype, args.blend_with, args.blend_share)
     except UserError as exc:  # ModelError
         return report(PROG, exc)
     except OSError as exc:
@@ -49,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.output_dir / WEIGHTS_NAME
     print(f"{weights}: {info['parameters']:,} {info['dtype']} parameters, {weights.stat().st_size / 2**20:.2f} MiB, "
           f"input {info['input_size']}x{info['input_size']}, from {info['trained']['run']}/"
-          f"{info['trained']['checkpoint']}; sha256 {info['weights_sha256']}")
+          f"{info['trained']['checkpoint']}"
+          + (f" ({info['trained']['share']:g}) + {info['blended_with']['run']}/{info['blended_with']['checkpoint']}"
+             f" ({info['blended_with']['share']:g})" if "blended_with" in info else "")
+          + f"; sha256 {info['weights_sha256']}")
     return 0
 
 

@@ -251,6 +251,41 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
     code, _, err = run_train(["--run", "stage3", "--set", f"model.init_checkpoint={tmp_path / 'nosuch'}",
                               *common], capsys)
     _one_line_error(code, err, "nosuch: neither a run folder nor a checkpoint prefix")
+    # loss.keep_weight: the starting weights teach on loss.keep_sources; the student starts equal to them,
+    # so at a negligible learning rate that loss stays ~0 (it is the KL of equal scores)
+    keep = ["--set", f"model.init_checkpoint={tmp_path / 'stage1'}", "--set", "loss.keep_weight=1",
+            "--set", "loss.keep_sources=[egohands]"]
+    code, summary, err = run_train(["--run", "kept", "--steps", "2", "--learning-rate", "0.000000000001", *keep,
+                                    *common], capsys)
+    assert code == 0, err
+    assert 0 <= summary["final_losses"]["loss/keeping"] < 1e-3
+    code, _, err = run_train(["--run", "kept320", *keep, "--set", "model.input_size=320", *common], capsys)
+    _one_line_error(code, err, "loss.keep_weight needs model.init_checkpoint of this run's input size")
+    code, _, err = run_train(["--run", "kept_oxford", *keep, "--set", "loss.keep_sources=[oxford]", *common], capsys)
+    _one_line_error(code, err, "no 'train' examples from source(s) oxford")
+
+    # ship_weights.py --blend-with: the weight-space average of two runs of one network, recorded in model.json
+    import ship_weights
+    from utils.train.shipped import INFO_NAME, layer_weights, load_shipped
+
+    blended = tmp_path / "shipped" / "blend"
+    assert ship_weights.main(["--checkpoint", str(tmp_path / "fine"), "--blend-with", str(tmp_path / "narrow"),
+                              "--blend-share", "0.25", "--output-dir", str(blended), "--dtype", "float32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot blend" in err and "same network" in err
+    assert not blended.exists() or not any(blended.iterdir())
+    assert ship_weights.main(["--checkpoint", str(tmp_path / "stage1"), "--blend-with", str(tmp_path / "stage2"),
+                              "--blend-share", "0.25", "--output-dir", str(blended), "--dtype", "float32"]) == 0
+    info = json.loads((blended / INFO_NAME).read_text())
+    assert info["trained"]["run"] == "stage1" and info["trained"]["share"] == 0.75
+    assert info["blended_with"]["run"] == "stage2" and info["blended_with"]["share"] == 0.25
+    ours, theirs = (layer_weights(restore_model(str(tmp_path / run / "ckpt-2"), 1)) for run in ("stage1", "stage2"))
+    shipped = layer_weights(load_shipped(blended))
+    for name, value in shipped.items():
+        assert np.allclose(value, 0.75 * ours[name] + 0.25 * theirs[name], atol=1e-6)
+    assert ship_weights.main(["--checkpoint", str(tmp_path / "stage1"), "--blend-with", str(tmp_path / "stage2"),
+                              "--blend-share", "1.5", "--output-dir", str(blended)]) == 2
+    assert "--blend-share 1.5" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- bad input

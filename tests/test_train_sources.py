@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.train.inputs import DISTILL_MASK, SOURCE_KEY, SsdInput, count_sources
+from utils.train.inputs import DISTILL_MASK, KEEP_MASK, SOURCE_KEY, SsdInput, count_sources
 from utils.train.model import ssd_anchors
 from utils.train.training import ConfigError, distillation_losses, load_config
 
@@ -63,7 +63,13 @@ def test_source_weights_balance_batches_and_mask_the_teacher_sources(mixed_recor
     assert 70 < masks.sum() < 130
     assert set(np.unique(masks)) == {0.0, 1.0}
     plain = data.train_dataset([mixed_records], batch_size=20, shuffle_buffer=64, seed=1)
-    assert DISTILL_MASK not in next(iter(plain))[1]
+    assert DISTILL_MASK not in next(iter(plain))[1] and KEEP_MASK not in next(iter(plain))[1]
+    # a second teacher's mask (loss.keep_sources) beside the first: the two sources' images, disjoint
+    both = data.train_dataset([mixed_records], batch_size=20, shuffle_buffer=64, seed=1,
+                              source_weights={"egohands": 1.0, "oxford": 1.0}, distill_sources=["egohands"],
+                              keep_sources=["oxford"])
+    _, targets = next(iter(both))
+    assert np.array_equal(targets[DISTILL_MASK].numpy() + targets[KEEP_MASK].numpy(), np.ones(20))
 
 
 def test_the_default_shuffle_mixes_records_written_in_groups(tmp_path):
@@ -107,10 +113,18 @@ def test_distillation_is_zero_when_the_student_agrees_and_pulls_it_towards_the_t
     ("loss.distillation_weight=-1", "must be >= 0"),
     ("model.fine_anchor_scales=[0.05, 1.5]", "model.fine_anchor_scales are fractions of the input side"),
     ("model.fine_lateral_channels=32", "model.fine_lateral_channels must be >= 0 and needs model.fine_anchor_scales"),
+    ("loss.keep_weight=1", "loss.keep_weight needs model.init_checkpoint"),
+    ("loss.keep_weight=-1", "loss.keep_weight must be >= 0"),
 ])
 def test_bad_source_and_distillation_settings(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_each_source_has_one_teacher():
+    with pytest.raises(ConfigError, match="oxford in both loss.distillation_sources and loss.keep_sources"):
+        load_config(None, ["loss.distillation_weight=1", "loss.distillation_sources=[egohands, oxford]",
+                           "loss.keep_weight=1", "loss.keep_sources=[oxford]", "model.init_checkpoint=stage1"])
 
 
 def test_distillation_needs_one_class():
@@ -137,3 +151,19 @@ def test_the_teacher_runs_on_the_distilled_images_only():
     assert np.array_equal(out["box_encodings"].numpy()[:, 0, 0], [0, 1, 0, 3])
     none = taught_only(teacher, images, tf.zeros([4]))  # the first image (masked out), never an empty batch
     assert seen[-1] == 1 and none["class_logits"].shape == (4, 5, 2)
+
+
+def test_blended_weights_lie_between_the_two_runs():
+    from utils.train.model import ModelError
+    from utils.train.shipped import blend_weights
+
+    ours = {"conv/0": np.array([0.0, 4.0], np.float32), "conv/1": np.array([1.0], np.float32)}
+    theirs = {"conv/0": np.array([2.0, 0.0], np.float32), "conv/1": np.array([-1.0], np.float32)}
+    for share, expected in ((0.0, ours), (1.0, theirs)):
+        blended = blend_weights(ours, theirs, share)
+        assert all(np.array_equal(blended[name], expected[name]) for name in ours)
+    quarter = blend_weights(ours, theirs, 0.25)
+    assert np.allclose(quarter["conv/0"], [0.5, 3.0]) and np.allclose(quarter["conv/1"], [0.5])
+    assert quarter["conv/0"].dtype == np.float32
+    with pytest.raises(ModelError, match="must be in"):
+        blend_weights(ours, theirs, -0.1)

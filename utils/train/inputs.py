@@ -25,6 +25,7 @@ BOX_TARGETS = "box_targets"   # float32 [A,4]: encoded (ty,tx,th,tw)
 CLS_WEIGHTS = "cls_weights"   # float32 [A]: 0 for ignored anchors
 BOX_WEIGHTS = "box_weights"   # float32 [A]: 1 for matched anchors
 DISTILL_MASK = "distill_mask"  # float32 []: 1 where the teacher's outputs are a target (distillation)
+KEEP_MASK = "keep_mask"  # float32 []: 1 where the starting weights' outputs are a target (loss.keep_sources)
 
 
 class DataError(UserError):
@@ -182,12 +183,14 @@ class SsdInput:
 
     def train_dataset(self, files: Sequence[str | Path], batch_size: int, shuffle_buffer: int = 4096,
                       seed: int | None = None, input_context=None, cache: bool = False,
-                      source_weights: Mapping[str, float] | None = None, distill_sources: Sequence[str] = ()):
+                      source_weights: Mapping[str, float] | None = None, distill_sources: Sequence[str] = (),
+                      keep_sources: Sequence[str] = ()):
         """Endless, shuffled, augmented batches of (images [B,S,S,3], targets).
 
         `source_weights` ({source: weight}) draws each example from one source with that probability,
         whatever the sources' sizes (a small egocentric set is not drowned by a large third-person one).
-        `distill_sources` adds DISTILL_MASK to the targets: 1 for examples of those sources.
+        `distill_sources` adds DISTILL_MASK to the targets: 1 for examples of those sources; `keep_sources`
+        adds KEEP_MASK the same way.
         """
         import tensorflow as tf
 
@@ -213,15 +216,15 @@ class SsdInput:
                 streams, weights=[source_weights[n] / total for n in names], seed=seed)
         else:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        teacher_sources = tf.constant(list(distill_sources) or [""], tf.string)
+        masks = {key: tf.constant(list(sources), tf.string)
+                 for key, sources in ((DISTILL_MASK, distill_sources), (KEEP_MASK, keep_sources)) if sources}
 
         def prepare(serialized):
             image, boxes, classes = self.decode(serialized)
             image, boxes, classes = self.random_augment(image, boxes, classes)
             targets = self.assign_targets(boxes, classes)
-            if distill_sources:
-                targets[DISTILL_MASK] = tf.cast(tf.reduce_any(tf.equal(record_source(serialized), teacher_sources)),
-                                                tf.float32)
+            for key, sources in masks.items():
+                targets[key] = tf.cast(tf.reduce_any(tf.equal(record_source(serialized), sources)), tf.float32)
             return self.resize(image), targets
 
         dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -661,12 +661,12 @@ def checkpoint_fingerprint(prefix: str) -> str:
 
 
 def restore_model(prefix: str, num_classes: int, input_size: int = INPUT_SIZE, fine_scales: Sequence[float] = (),
-                  batch_norm: bool = False, fine_lateral: int = 0):
+                  batch_norm: bool = False, fine_lateral: int = 0, name: str = "ssd_mobilenet_v2"):
     """A model with the weights of checkpoint `prefix` (optimizer state ignored)."""
     import tensorflow as tf
 
-    model = build_ssd_model(num_classes, input_size=input_size, fine_scales=fine_scales, batch_norm=batch_norm,
-                            fine_lateral=fine_lateral)
+    model = build_ssd_model(num_classes, name=name, input_size=input_size, fine_scales=fine_scales,
+                            batch_norm=batch_norm, fine_lateral=fine_lateral)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()

@@ -108,6 +108,11 @@ class LossConfig(Section):
     distillation_box_weight: float = 1.0    # box encodings, on anchors the teacher is confident about
     distillation_min_score: float = 0.5
     distillation_sources: list[str] = dataclasses.field(default_factory=lambda: ["egohands"])
+    # The stage's starting weights (model.init_checkpoint) as a second teacher on these sources' images
+    # (learning without forgetting): what an earlier stage learnt there is kept while this one learns the
+    # rest. The same loss as the distillation, weighted by keep_weight. 0: off.
+    keep_weight: float = 0.0
+    keep_sources: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -346,6 +351,16 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     if loss.distillation_weight > 0 and tree.model.num_classes != 1:
         raise ConfigError(f"{source}: loss.distillation_weight needs model.num_classes 1 (the teacher is the "
                           f"1-class pretrained model)")
+    if loss.keep_weight < 0:
+        raise ConfigError(f"{source}: loss.keep_weight must be >= 0, got {loss.keep_weight}")
+    if loss.keep_weight > 0:
+        if not tree.model.init_checkpoint or not loss.keep_sources:
+            raise ConfigError(f"{source}: loss.keep_weight needs model.init_checkpoint (the teacher) and "
+                              f"loss.keep_sources (its images), e.g. [oxford]")
+        both = set(loss.keep_sources) & set(loss.distillation_sources if loss.distillation_weight > 0 else ())
+        if both:
+            raise ConfigError(f"{source}: source(s) {', '.join(sorted(both))} in both loss.distillation_sources "
+                              f"and loss.keep_sources; each source has one teacher")
     if len(tree.augment.crop_aspect_ratio) != 2:
         raise ConfigError(f"{source}: augment.crop_aspect_ratio is [low, high], got {tree.augment.crop_aspect_ratio}")
     for part in ONEOF_SECTIONS:

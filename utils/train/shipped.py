@@ -51,18 +51,48 @@ def layer_weights(model) -> dict[str, np.ndarray]:
             for i, value in enumerate(conv_weights(model, spec))}
 
 
-def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float16") -> dict[str, Any]:
-    """Write weights.npz + model.json of a train.py checkpoint (run folder: its latest) into out_dir,
-    replacing both together; a README.md already there is kept. Returns model.json's content."""
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+def blend_weights(weights: dict[str, np.ndarray], other: dict[str, np.ndarray], other_share: float
+                  ) -> dict[str, np.ndarray]:
+    """(1 - other_share) * weights + other_share * other, layer by layer: the weight-space average of two
+    runs of one lineage (a stage and the one it started from), a point between what each knows."""
+    if not 0 <= other_share <= 1:
+        raise ModelError(f"blend share {other_share} must be in [0, 1]")
+    return {name: ((1 - other_share) * value.astype(np.float64) + other_share * other[name].astype(np.float64))
+            .astype(value.dtype) for name, value in weights.items()}
+
+
+def _checkpoint_weights(checkpoint: str | Path) -> tuple[dict, dict, Path, str]:
+    """(run.json, network, run folder, checkpoint prefix) of a run folder or prefix, checked."""
     run_dir, prefix = resolve_checkpoint(checkpoint)
     run = read_run_info(run_dir)
     check_run_info(run, run_dir)
     network = run_network(run)
+    return run, network, run_dir, prefix
+
+
+def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float16",
+                    blend_with: str | Path | None = None, blend_share: float = 0.0) -> dict[str, Any]:
+    """Write weights.npz + model.json of a train.py checkpoint (run folder: its latest) into out_dir,
+    replacing both together; a README.md already there is kept. Returns model.json's content.
+    `blend_with`: a second checkpoint of the same network, averaged in with weight `blend_share`."""
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    run, network, run_dir, prefix = _checkpoint_weights(checkpoint)
     size, fine = network["input_size"], network["fine_scales"]
-    model = restore_model(prefix, run["num_classes"], **network)
-    arrays = {name: value.astype(DTYPES[dtype]) for name, value in layer_weights(model).items()}
+    weights = layer_weights(restore_model(prefix, run["num_classes"], **network))
+    blended = None
+    if blend_with is not None:
+        other_run, other_network, other_dir, other_prefix = _checkpoint_weights(blend_with)
+        if other_network != network or other_run["class_names"] != run["class_names"]:
+            raise ModelError(f"{other_dir}: cannot blend a {other_network['input_size']}x{other_network['input_size']}"
+                             f" network of classes {other_run['class_names']} with {run_dir.name}'s "
+                             f"{size}x{size} one of {run['class_names']}: blend runs of the same network and "
+                             f"classes (model.init_checkpoint lineage)")
+        other = layer_weights(restore_model(other_prefix, other_run["num_classes"], **other_network))
+        weights = blend_weights(weights, other, blend_share)
+        blended = {"run": other_dir.name, "checkpoint": Path(other_prefix).name, "share": blend_share,
+                   "config": other_run.get("config")}
+    arrays = {name: value.astype(DTYPES[dtype]) for name, value in weights.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"architecture": ARCHITECTURE, "input_size": size, "fine_anchor_scales": list(fine),
@@ -71,6 +101,9 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
             "class_names": run["class_names"], "dtype": dtype,
             "parameters": int(sum(v.size for v in arrays.values())),
             "trained": {"run": run_dir.name, "checkpoint": Path(prefix).name, "config": run.get("config")}}
+    if blended is not None:
+        info["trained"]["share"] = 1 - blend_share
+        info["blended_with"] = blended
     with atomic_outputs() as outputs:
         weights_tmp = outputs.path(out_dir / WEIGHTS_NAME, ".npz")
         np.savez_compressed(weights_tmp, **arrays)

@@ -261,13 +261,14 @@ def apply_summed_gradients(optimizer, grads_and_vars, summed: bool) -> None:
 
 
 def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mapping, train_cfg: Mapping,
-                 teacher: Callable | None = None):
+                 teacher: Callable | None = None, keeper: Callable | None = None):
     """An orbit.StandardTrainer running `steps_per_loop` steps per compiled tf.while_loop. `teacher`:
-    images -> the distillation targets on the model's anchors (teacher_on_student_anchors)."""
+    images -> the distillation targets on the model's anchors (teacher_on_student_anchors); `keeper`:
+    the same from the starting weights, on the loss.keep_sources images."""
     import tensorflow as tf
     import tf_keras
 
-    from utils.train.inputs import DISTILL_MASK
+    from utils.train.inputs import DISTILL_MASK, KEEP_MASK
 
     orbit = _orbit()
 
@@ -275,7 +276,8 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
         def __init__(self):
             super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
             with strategy.scope():
-                names = ("total", "classification", "localization") + (("distillation",) if teacher else ())
+                names = (("total", "classification", "localization") + (("distillation",) if teacher else ())
+                         + (("keeping",) if keeper else ()))
                 self.losses = {k: tf_keras.metrics.Mean(k) for k in names}
             self.kernels = [v for v in model.trainable_variables if "kernel" in v.name]
 
@@ -294,6 +296,11 @@ def make_trainer(model, optimizer, schedule, dataset, strategy, loss_cfg: Mappin
                         losses.update(distillation_losses(outputs, taught_only(teacher, images, targets[DISTILL_MASK]),
                                                           targets[DISTILL_MASK], loss_cfg))
                         losses["total"] += losses["distillation"]
+                    if keeper is not None:
+                        losses["keeping"] = distillation_losses(
+                            outputs, taught_only(keeper, images, targets[KEEP_MASK]), targets[KEEP_MASK],
+                            dict(loss_cfg, distillation_weight=loss_cfg["keep_weight"]))["distillation"]
+                        losses["total"] += losses["keeping"]
                     objective = losses["total"]
                     if train_cfg["weight_decay"]:
                         objective += (train_cfg["weight_decay"] / replicas
@@ -389,6 +396,10 @@ class TrainingPlan:
     init_from: str | None = None  # a checkpoint prefix to start from (model.init_checkpoint)
     # That checkpoint's network when it is the full-map fine layer this run narrows (model.fine_lateral_channels).
     narrow_from: dict | None = None
+    # loss.keep_weight: the checkpoint of model.init_checkpoint and its network, the teacher on loss.keep_sources
+    # (also when resuming)
+    keep_from: str | None = None
+    keep_network: dict | None = None
 
 
 def _resolve(path: str | Path) -> Path:
@@ -430,14 +441,17 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
                         f"{num_classes}; pass --num-classes {len(names)} (or 1), or regenerate the records")
     train_files = split_files(data_dir, cfg["data"]["train_split"])
     weighted = dict(zip(cfg["data"]["sources"], cfg["data"]["source_weights"], strict=True))
-    if weighted or cfg["loss"]["distillation_weight"] > 0:
+    keeping = cfg["loss"]["keep_weight"] > 0
+    if weighted or cfg["loss"]["distillation_weight"] > 0 or keeping:
         found = count_sources(train_files)
-        wanted = sorted(weighted) + list(cfg["loss"]["distillation_sources"])
+        wanted = (sorted(weighted) + list(cfg["loss"]["distillation_sources"] if cfg["loss"]["distillation_weight"] > 0
+                                          else ()) + list(cfg["loss"]["keep_sources"] if keeping else ()))
         missing = sorted({name for name in wanted if not found.get(name)})
         if missing:
             raise DataError(f"{train_files[0]}: no {cfg['data']['train_split']!r} examples from source(s) "
                             f"{', '.join(missing)} (the records hold {found or 'none'}); make the data with "
-                            f"`make data DATASETS=...` or change data.sources / loss.distillation_sources")
+                            f"`make data DATASETS=...` or change data.sources / loss.distillation_sources / "
+                            f"loss.keep_sources")
     eval_files = split_files(data_dir, cfg["data"]["eval_split"]) if cfg["data"]["eval_split"] else []
 
     resume_from, start_step, notes, init_from, narrow_from = None, 0, [], None, None
@@ -474,8 +488,18 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
     elif cfg["model"]["init"] == "imagenet" and cfg["model"]["imagenet_weights"]:
         if not Path(cfg["model"]["imagenet_weights"]).is_file():
             raise ModelError(f"{cfg['model']['imagenet_weights']}: ImageNet weights file not found")
+    keep_from = keep_network = None
+    if keeping:  # the starting weights teach on loss.keep_sources: the same anchors, so the outputs compare
+        keep_dir, keep_from = resolve_checkpoint(_resolve(cfg["model"]["init_checkpoint"]))
+        keep_network = run_network(read_run_info(keep_dir))
+        network = config_network(cfg["model"])
+        if any(keep_network[key] != network[key] for key in ("input_size", "fine_scales")):
+            raise ConfigError(f"{keep_dir}: loss.keep_weight needs model.init_checkpoint of this run's input size "
+                              f"and anchors ({network['input_size']}, fine scales {list(network['fine_scales'])}), "
+                              f"it has {keep_network['input_size']}, {list(keep_network['fine_scales'])}")
+        notes.append(f"keeping the outputs of {keep_from} on {', '.join(cfg['loss']['keep_sources'])} images")
     return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes,
-                        init_from, narrow_from)
+                        init_from, narrow_from, keep_from, keep_network)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -533,6 +557,10 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         global_step = optimizer.iterations
         teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
                    if distill else None)
+        keeper = None
+        if plan.keep_from is not None:
+            keeper = restore_model(plan.keep_from, num_classes, name="keeper", **plan.keep_network)
+            keeper.trainable = False
     if plan.narrow_from is not None:
         log(f"init: the weights of {plan.init_from}, its fine layer to be narrowed")  # once the data is there
     elif plan.init_from is not None:
@@ -594,8 +622,10 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         lambda ctx: data.train_dataset(plan.train_files, ctx.get_per_replica_batch_size(train_cfg["batch_size"]),
                                        cfg["data"]["shuffle_buffer"], seed=train_cfg["seed"], input_context=ctx,
                                        cache=cfg["data"]["cache"], source_weights=source_weights,
-                                       distill_sources=cfg["loss"]["distillation_sources"] if distill else ()))
-    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg, teacher)
+                                       distill_sources=cfg["loss"]["distillation_sources"] if distill else (),
+                                       keep_sources=cfg["loss"]["keep_sources"] if keeper is not None else ()))
+    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg, teacher,
+                           keeper and (lambda images: keeper(images, training=False)))
     evaluator = None
     if plan.eval_files:
         truth = read_ground_truth(plan.eval_files, plan.collapse_classes)
