@@ -61,7 +61,7 @@ def blend_weights(weights: dict[str, np.ndarray], other: dict[str, np.ndarray], 
             .astype(value.dtype) for name, value in weights.items()}
 
 
-def _checkpoint_weights(checkpoint: str | Path) -> tuple[dict, dict, Path, str]:
+def _checked_run(checkpoint: str | Path) -> tuple[dict, dict, Path, str]:
     """(run.json, network, run folder, checkpoint prefix) of a run folder or prefix, checked."""
     run_dir, prefix = resolve_checkpoint(checkpoint)
     run = read_run_info(run_dir)
@@ -77,12 +77,12 @@ def ship_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "f
     `blend_with`: a second checkpoint of the same network, averaged in with weight `blend_share`."""
     if dtype not in DTYPES:
         raise ModelError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    run, network, run_dir, prefix = _checkpoint_weights(checkpoint)
+    run, network, run_dir, prefix = _checked_run(checkpoint)
     size, fine = network["input_size"], network["fine_scales"]
     weights = layer_weights(restore_model(prefix, run["num_classes"], **network))
     blended = None
     if blend_with is not None:
-        other_run, other_network, other_dir, other_prefix = _checkpoint_weights(blend_with)
+        other_run, other_network, other_dir, other_prefix = _checked_run(blend_with)
         if other_network != network or other_run["class_names"] != run["class_names"]:
             raise ModelError(f"{other_dir}: cannot blend a {other_network['input_size']}x{other_network['input_size']}"
                              f" network of classes {other_run['class_names']} with {run_dir.name}'s "

@@ -624,8 +624,8 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
                                        cache=cfg["data"]["cache"], source_weights=source_weights,
                                        distill_sources=cfg["loss"]["distillation_sources"] if distill else (),
                                        keep_sources=cfg["loss"]["keep_sources"] if keeper is not None else ()))
-    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg, teacher,
-                           keeper and (lambda images: keeper(images, training=False)))
+    keep = None if keeper is None else (lambda images: keeper(images, training=False))
+    trainer = make_trainer(model, optimizer, schedule, dataset, strategy, cfg["loss"], train_cfg, teacher, keep)
     evaluator = None
     if plan.eval_files:
         truth = read_ground_truth(plan.eval_files, plan.collapse_classes)
