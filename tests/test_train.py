@@ -263,6 +263,16 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
     _one_line_error(code, err, "loss.keep_weight needs model.init_checkpoint of this run's input size")
     code, _, err = run_train(["--run", "kept_oxford", *keep, "--set", "loss.keep_sources=[oxford]", *common], capsys)
     _one_line_error(code, err, "no 'train' examples from source(s) oxford")
+    # loss.distillation_checkpoint: a run of this network as the teacher instead of the pretrained model; the
+    # student starting from that run's weights agrees with it on every anchor, the fine layer's too
+    taught = ["--set", f"model.init_checkpoint={tmp_path / 'fine'}", "--set", "model.fine_anchor_scales=[0.05]",
+              "--set", "loss.distillation_weight=1", "--set", f"loss.distillation_checkpoint={tmp_path / 'fine'}"]
+    code, summary, err = run_train(["--run", "taught", "--steps", "2", "--learning-rate", "0.000000000001", *taught,
+                                    *common], capsys)
+    assert code == 0, err
+    assert 0 <= summary["final_losses"]["loss/distillation"] < 1e-3
+    code, _, err = run_train(["--run", "taught_plain", *taught[4:], *common], capsys)
+    _one_line_error(code, err, "loss.distillation_checkpoint needs a run of this run's input size and anchors")
 
     # ship_weights.py --blend-with: the weight-space average of two runs of one network, recorded in model.json
     import ship_weights

@@ -115,6 +115,7 @@ def test_distillation_is_zero_when_the_student_agrees_and_pulls_it_towards_the_t
     ("model.fine_lateral_channels=32", "model.fine_lateral_channels must be >= 0 and needs model.fine_anchor_scales"),
     ("loss.keep_weight=1", "loss.keep_weight needs model.init_checkpoint"),
     ("loss.keep_weight=-1", "loss.keep_weight must be >= 0"),
+    ("loss.distillation_checkpoint=stage2", "loss.distillation_checkpoint needs loss.distillation_weight > 0"),
 ])
 def test_bad_source_and_distillation_settings(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -130,6 +131,8 @@ def test_each_source_has_one_teacher():
 def test_distillation_needs_one_class():
     with pytest.raises(ConfigError, match="needs model.num_classes 1"):
         load_config(None, ["loss.distillation_weight=1", "model.num_classes=4"])
+    # a run of this project as the teacher may have any class count (prepare_training checks it is this run's)
+    load_config(None, ["loss.distillation_weight=1", "model.num_classes=4", "loss.distillation_checkpoint=stage2"])
 
 
 def test_the_teacher_runs_on_the_distilled_images_only():

@@ -108,6 +108,10 @@ class LossConfig(Section):
     distillation_box_weight: float = 1.0    # box encodings, on anchors the teacher is confident about
     distillation_min_score: float = 0.5
     distillation_sources: list[str] = dataclasses.field(default_factory=lambda: ["egohands"])
+    # Another teacher than the pretrained model: a run (or checkpoint) of this project's network with this
+    # run's input size and anchors, so its outputs are exact targets on every anchor, the fine layer's too
+    # (the pretrained 300x300 model is mapped onto a larger input's anchors and has no fine ones). "": off.
+    distillation_checkpoint: str = ""
     # The stage's starting weights (model.init_checkpoint) as a second teacher on these sources' images
     # (learning without forgetting): what an earlier stage learnt there is kept while this one learns the
     # rest. The same loss as the distillation, weighted by keep_weight. 0: off.
@@ -348,9 +352,12 @@ def validate_config(tree: TrainingConfig, source: str = "config") -> None:
     loss = tree.loss
     if loss.distillation_weight < 0 or loss.distillation_box_weight < 0:
         raise ConfigError(f"{source}: loss.distillation_weight and loss.distillation_box_weight must be >= 0")
-    if loss.distillation_weight > 0 and tree.model.num_classes != 1:
+    if loss.distillation_weight > 0 and not loss.distillation_checkpoint and tree.model.num_classes != 1:
         raise ConfigError(f"{source}: loss.distillation_weight needs model.num_classes 1 (the teacher is the "
-                          f"1-class pretrained model)")
+                          f"1-class pretrained model) or a loss.distillation_checkpoint of this run's classes")
+    if loss.distillation_checkpoint and loss.distillation_weight <= 0:
+        raise ConfigError(f"{source}: loss.distillation_checkpoint needs loss.distillation_weight > 0 (the weight "
+                          f"of its targets)")
     if loss.keep_weight < 0:
         raise ConfigError(f"{source}: loss.keep_weight must be >= 0, got {loss.keep_weight}")
     if loss.keep_weight > 0:

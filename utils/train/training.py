@@ -400,6 +400,9 @@ class TrainingPlan:
     # (also when resuming)
     keep_from: str | None = None
     keep_network: dict | None = None
+    # loss.distillation_checkpoint: the teacher on loss.distillation_sources instead of the pretrained model
+    teach_from: str | None = None
+    teach_network: dict | None = None
 
 
 def _resolve(path: str | Path) -> Path:
@@ -490,16 +493,32 @@ def prepare_training(cfg: dict, run_dir: str | Path) -> TrainingPlan:
             raise ModelError(f"{cfg['model']['imagenet_weights']}: ImageNet weights file not found")
     keep_from = keep_network = None
     if keeping:  # the starting weights teach on loss.keep_sources: the same anchors, so the outputs compare
-        keep_dir, keep_from = resolve_checkpoint(_resolve(cfg["model"]["init_checkpoint"]))
-        keep_network = run_network(read_run_info(keep_dir))
-        network = config_network(cfg["model"])
-        if any(keep_network[key] != network[key] for key in ("input_size", "fine_scales")):
-            raise ConfigError(f"{keep_dir}: loss.keep_weight needs model.init_checkpoint of this run's input size "
-                              f"and anchors ({network['input_size']}, fine scales {list(network['fine_scales'])}), "
-                              f"it has {keep_network['input_size']}, {list(keep_network['fine_scales'])}")
+        keep_from, keep_network = _teacher_run(cfg, cfg["model"]["init_checkpoint"], "loss.keep_weight needs "
+                                               "model.init_checkpoint", num_classes)
         notes.append(f"keeping the outputs of {keep_from} on {', '.join(cfg['loss']['keep_sources'])} images")
+    teach_from = teach_network = None
+    if cfg["loss"]["distillation_weight"] > 0 and cfg["loss"]["distillation_checkpoint"]:
+        teach_from, teach_network = _teacher_run(cfg, cfg["loss"]["distillation_checkpoint"],
+                                                 "loss.distillation_checkpoint needs a run", num_classes)
+        notes.append(f"teacher: {teach_from} on {', '.join(cfg['loss']['distillation_sources'])} images")
     return TrainingPlan(cfg, run_dir, names, collapse, train_files, eval_files, resume_from, start_step, notes,
-                        init_from, narrow_from, keep_from, keep_network)
+                        init_from, narrow_from, keep_from, keep_network, teach_from, teach_network)
+
+
+def _teacher_run(cfg: dict, path: str, needs: str, num_classes: int) -> tuple[str, dict]:
+    """(checkpoint prefix, network) of a run that teaches this one: its outputs are compared anchor by anchor,
+    so it must have this run's input size, anchors and class count."""
+    from utils.train.model import check_run_info, config_network, read_run_info, resolve_checkpoint, run_network
+
+    run_dir, prefix = resolve_checkpoint(_resolve(path))
+    info = read_run_info(run_dir)
+    check_run_info(info, run_dir, num_classes, {})
+    teacher, network = run_network(info), config_network(cfg["model"])
+    if any(teacher[key] != network[key] for key in ("input_size", "fine_scales")):
+        raise ConfigError(f"{run_dir}: {needs} of this run's input size and anchors ({network['input_size']}, fine "
+                          f"scales {list(network['fine_scales'])}), it has {teacher['input_size']}, "
+                          f"{list(teacher['fine_scales'])}")
+    return prefix, teacher
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -555,8 +574,13 @@ def _train(plan: TrainingPlan, strategy, out_dir: Path, progress: bool, log: Cal
         model = build_ssd_model(num_classes, **network)
         optimizer, schedule = build_optimizer(cfg)
         global_step = optimizer.iterations
-        teacher = (teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
-                   if distill else None)
+        teacher = None
+        if plan.teach_from is not None:  # the same anchors: its outputs are the targets as they are
+            taught_by = restore_model(plan.teach_from, num_classes, name="teacher", **plan.teach_network)
+            taught_by.trainable = False
+            teacher = lambda images: taught_by(images, training=False)  # noqa: E731
+        elif distill:
+            teacher = teacher_on_student_anchors(build_teacher(num_classes), input_size, fine_scales)
         keeper = None
         if plan.keep_from is not None:
             keeper = restore_model(plan.keep_from, num_classes, name="keeper", **plan.keep_network)
