@@ -20,6 +20,7 @@ from pathlib import Path
 from utils.common import config
 from utils.common.errors import UserError, disk_error, pass_hint, report
 from utils.common.signals import interruptible
+from utils.data.annotated import read_groups
 from utils.data.sources import MixOptions, build_mixed, parse_sources
 from utils.data.splits import SPLITS, csv_path, fraction_arg, images_path
 
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="voc/coco: keep the boxes of this category; repeat for more (default: all)")
     parser.add_argument("--keep-classes", action="store_true",
                         help="voc/coco: keep category names as classes (default: every box is 'hand')")
+    parser.add_argument("--group-by", action="append", type=Path, metavar="CSV",
+                        help="voc/coco: split whole groups, not files: a CSV of image name,group (e.g. "
+                             "sessions.csv: filename,session), applied to the source whose images it names; "
+                             "repeat for more sources (labels_import.py --group-by)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the EgoHands video split, the VOC/COCO file split and --carve-eval "
                              "(default: %(default)s)")
@@ -75,9 +80,11 @@ def fetch_archive(kind: str, progress: bool | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = False if args.no_progress else None
-    options = MixOptions(args.egohands_zip, args.oxford_archive, args.carve_eval, args.seed, args.category,
-                         args.keep_classes, args.workers, progress, lambda kind: fetch_archive(kind, progress))
     try:
+        group_files = [(str(path), read_groups(path)) for path in args.group_by or []]
+        options = MixOptions(args.egohands_zip, args.oxford_archive, args.carve_eval, args.seed, args.category,
+                             args.keep_classes, args.workers, progress, lambda kind: fetch_archive(kind, progress),
+                             group_files)
         specs = parse_sources([part for text in args.sources for part in text.split()])
         results = build_mixed(args.output_dir, specs, options)
     except UserError as exc:

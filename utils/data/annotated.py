@@ -7,6 +7,7 @@ the annotated size) and copies it byte for byte.
 """
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,8 @@ import numpy as np
 
 from utils.common.errors import UserError
 from utils.data.jpeg import JpegHeaderError, jpeg_is_complete, jpeg_size
-from utils.data.splits import DEFAULT_FRACTIONS, SPLITS, SplitOutputs, split_groups, split_outputs
+from utils.data.splits import (DEFAULT_FRACTIONS, SPLITS, SplitOutputs, split_groups, split_outputs,
+                               split_weighted_groups)
 
 HAND_CLASS = "hand"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -110,11 +112,68 @@ def read_list(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def split_images(images: Sequence[AnnotatedImage], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
-                 lists: Mapping[str, Sequence[str] | None] | None = None) -> dict[str, list[AnnotatedImage]]:
-    """Images per split: by file (seeded shuffle, split_counts) or by the user's lists of names.
+def read_groups(path: Path) -> dict[str, str]:
+    """A group file: CSV of image name -> group (e.g. `sessions.csv`: filename,session); a header row is kept
+    out by its column names: the first column names the image, the second its group."""
+    import pandas as pd
 
-    A list entry matches an image's output name, its source file name or stem.
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LabelsImportError(f"{path}: cannot read the group file ({exc}); pass a CSV of image name,group "
+                                "(e.g. filename,session)") from exc
+    if table.shape[1] < 2 or table.empty:
+        raise LabelsImportError(f"{path}: a group file needs two columns, image name and group, and one row per "
+                                "image; e.g. filename,session")
+    names, groups = table.iloc[:, 0].str.strip(), table.iloc[:, 1].str.strip()
+    if (names == "").any() or (groups == "").any():
+        row = int(((names == "") | (groups == "")).to_numpy().argmax()) + 2
+        raise LabelsImportError(f"{path}: row {row} has an empty image name or group; fill it in or remove it")
+    return dict(zip(names, groups, strict=True))
+
+
+def groups_by_pattern(images: Sequence[AnnotatedImage], pattern: re.Pattern[str]) -> dict[str, str]:
+    """Image name -> group: the pattern's first group (else its whole match) searched in the file name."""
+    groups = {}
+    for image in images:
+        match = pattern.search(image.image_path.name)
+        if match is None:
+            raise LabelsImportError(f"{image.image_path}: --group-pattern {pattern.pattern!r} does not match its "
+                                    "file name; use a pattern every image name matches")
+        groups[image.name] = match.group(1) if pattern.groups else match.group(0)
+    return groups
+
+
+def image_groups(images: Sequence[AnnotatedImage], named: Mapping[str, str], where: str) -> dict[str, str] | None:
+    """Output name -> group for every image, looked up in `named` by output name, file name or stem.
+
+    None when `named` names none of these images (another source's group file); an error when it names
+    some and not all: a split by group that left some images out would leak their neighbours.
+    """
+    found: dict[str, str] = {}
+    missing = []
+    for image in images:
+        keys = (image.name, image.image_path.name, image.image_path.stem, Path(image.name).stem)
+        group = next((named[k] for k in keys if k in named), None)
+        if group is None:
+            missing.append(image.image_path.name)
+        else:
+            found[image.name] = group
+    if not found:
+        return None
+    if missing:
+        raise LabelsImportError(f"{where}: names no group for {len(missing)} of the {len(images)} images (e.g. "
+                                f"{missing[0]}); add them or split by file without a group file")
+    return found
+
+
+def split_images(images: Sequence[AnnotatedImage], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+                 lists: Mapping[str, Sequence[str] | None] | None = None,
+                 groups: Mapping[str, str] | None = None) -> dict[str, list[AnnotatedImage]]:
+    """Images per split: by file (seeded shuffle, split_counts), by group (output name -> group: whole groups
+    with about `fractions` of the images each, split_weighted_groups) or by the user's lists of names.
+
+    A list entry matches an image's output name, its source file name or stem; with groups it may name a group.
     """
     by_name = {image.name: image for image in images}
     alias: dict[str, str] = {}
@@ -124,6 +183,18 @@ def split_images(images: Sequence[AnnotatedImage], fractions: Sequence[float] = 
     explicit = None
     if lists and any(v is not None for v in lists.values()):
         explicit = {s: None if v is None else [alias.get(n, n) for n in v] for s, v in lists.items()}
+    if groups is not None:
+        members: dict[str, list[str]] = {}
+        for name in by_name:
+            members.setdefault(groups[name], []).append(name)
+        if explicit is None:
+            chosen = split_weighted_groups({g: len(m) for g, m in members.items()}, fractions, seed)
+        else:  # lists name groups (or images, taken as their group)
+            explicit = {s: None if v is None else [groups.get(n, n) for n in v] for s, v in explicit.items()}
+            chosen = split_groups(list(members), fractions, seed, explicit, what="group", error=LabelsImportError,
+                                  flag="--{split}-list")
+        return {s: sorted((by_name[n] for g in chosen[s] for n in members[g]), key=lambda i: i.name)
+                for s in SPLITS}
     names = split_groups(list(by_name), fractions, seed, explicit, what="image", error=LabelsImportError,
                          flag="--{split}-list")
     return {s: [by_name[n] for n in names[s]] for s in SPLITS}

@@ -8,7 +8,7 @@ its source. Each source keeps its own split rule: EgoHands by video, Oxford by t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,7 @@ class MixOptions:
     workers: int = 2
     progress: bool | None = None
     fetch: Callable[[str], Path] | None = None  # kind -> downloaded archive, when no local one is given
+    group_files: Sequence[tuple[str, Mapping[str, str]]] = ()  # (path, image name -> group), for voc/coco
 
 
 def _counts(outputs: SplitOutputs, before: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
@@ -121,15 +122,21 @@ def import_source(outputs: SplitOutputs, spec: SourceSpec, prefix: str, options:
         if result.carved:
             notes.append(f"eval carved from training: {', '.join(result.carved)}")
         return notes
-    from utils.data.annotated import HAND_CLASS, import_into, keep_categories, read_labels, split_images
+    from utils.data.annotated import HAND_CLASS, image_groups, import_into, keep_categories, read_labels, split_images
 
     images, known = read_labels(spec.kind, spec.path)
     # --category applies to the sources that define it; a category no VOC/COCO source has is an error
     wanted = [c for c in options.categories or [] if c in known] or None
     images, without = keep_categories(images, wanted, known, str(spec.path),
                                       None if options.keep_classes else HAND_CLASS)
-    import_into(outputs, split_images(images, seed=options.seed), spec.name, prefix, options.progress)
-    return [f"{without} image(s) without a kept box left out"] if without else []
+    groups, notes = None, []
+    for where, named in options.group_files:
+        groups = image_groups(images, named, where)
+        if groups is not None:
+            notes.append(f"split by the {len(set(groups.values()))} groups of {where}")
+            break
+    import_into(outputs, split_images(images, seed=options.seed, groups=groups), spec.name, prefix, options.progress)
+    return notes + ([f"{without} image(s) without a kept box left out"] if without else [])
 
 
 def build_mixed(output_dir: str | Path, specs: Sequence[SourceSpec], options: MixOptions) -> list[SourceResult]:

@@ -148,6 +148,40 @@ def split_groups(groups: Sequence[str], fractions: Sequence[float] = DEFAULT_FRA
     return result
 
 
+def split_weighted_groups(sizes: Mapping[str, int], fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                          seed: int = 0) -> dict[str, list[str]]:
+    """Whole groups (capture sessions, videos) to train/test/eval so that each split's share of the *items*
+    comes near `fractions`: groups in seeded order, each to the split furthest below its share.
+
+    Groups of very different sizes (one session of 546 frames beside one of 7) make a cut by group count
+    (split_groups) land anywhere from 1% to 45% of the images in eval; this keeps the shares. Every split
+    whose fraction is > 0 gets at least one group while train keeps one (as split_counts). Largest groups
+    go first; `seed` orders the groups of equal size.
+    """
+    frac = np.asarray(fractions, dtype=np.float64)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f"split fractions must be 3 non-negative numbers, not all 0: {list(fractions)}")
+    frac = frac / frac.sum()
+    order = sorted(sizes)
+    random.Random(seed).shuffle(order)
+    # The largest groups are placed first (a big one placed last overshoots its split); ties keep the seeded order.
+    order.sort(key=lambda g: -sizes[g])
+    total = sum(sizes.values())
+    wanted = [i for i in (1, 2) if frac[i] > 0][:max(0, len(order) - 1)]
+    counts = np.zeros(3)
+    result: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for k, group in enumerate(order):
+        left = len(order) - k
+        empty = [i for i in [0, *wanted] if not result[SPLITS[i]]]
+        if len(empty) >= left:  # as many groups left as splits still empty: one each
+            i = empty[0]
+        else:
+            i = int(np.argmax(frac * total - counts - np.where(frac > 0, 0, np.inf)))
+        result[SPLITS[i]].append(group)
+        counts[i] += sizes[group]
+    return {s: sorted(v) for s, v in result.items()}
+
+
 # argparse types shared by the dataset scripts
 def fraction_arg(text: str) -> float:
     try:
