@@ -62,7 +62,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	touch $@
 
 model: install ## Build the hand model MODEL (shipped weights, or handtrackjs) -> MODEL_DIR, the gesture model (npm handtrackjs@0.1.5) -> GESTURE_DIR
-	$(PY) fetch_pretrained.py
+	$(PY) scripts/fetch_pretrained.py
 ifeq ($(MODEL),handtrackjs)
 	$(PY) export_inference_graph.py --from-tfjs $(HANDTRACKJS_DIR) --output_directory $(MODEL_DIR)$(if \
 		$(CALIBRATION), --calibration $(CALIBRATION))
@@ -81,7 +81,7 @@ $(MODEL_DIR)/manifest.json:
 $(GESTURE_DIR)/manifest.json:
 	$(MAKE) model MODEL_DIR=$(MODEL_DIR) GESTURE_DIR=$(GESTURE_DIR)
 $(HANDTRACKJS_MARKER): | $(VENV)/.installed
-	$(PY) fetch_pretrained.py
+	$(PY) scripts/fetch_pretrained.py
 data/hand_label_map.pbtxt:
 	$(MAKE) data
 
@@ -98,7 +98,7 @@ endif
 	$(PY) generate_tfrecord.py
 
 video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHANDS_ZIP=... for a local zip)
-	$(PY) make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
+	$(PY) scripts/make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
 
 train: install | $(HANDTRACKJS_MARKER) data/hand_label_map.pbtxt ## Fine-tune the hand detector (config in model-checkpoint/, RUN=name)
 	$(PY) train.py --run $(RUN) $(TRAIN_ARGS)
@@ -111,13 +111,13 @@ eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95],
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
 bench: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/)
-	$(PY) bench.py --source $(VIDEO) --model-dir $(MODEL_DIR) --gesture-dir $(GESTURE_DIR)
+	$(PY) benchmarks/bench.py --source $(VIDEO) --model-dir $(MODEL_DIR) --gesture-dir $(GESTURE_DIR)
 
 bench-gesture: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Gesture model's EgoHands AP; faces taken for hands on Oxford, with/without suppress_faces
-	$(PY) bench_gesture.py --hand-model $(MODEL_DIR) --gesture-model $(GESTURE_DIR)
+	$(PY) benchmarks/bench_gesture.py --hand-model $(MODEL_DIR) --gesture-model $(GESTURE_DIR)
 
 bench-data: install ## Benchmark the data pipeline and every importer (images/s) on the shared EgoHands and Oxford data
-	$(PY) bench_data.py
+	$(PY) benchmarks/bench_data.py
 
 test: install ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
 	$(MAKE) --no-print-directory model MODEL=handtrackjs MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)

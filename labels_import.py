@@ -2,11 +2,13 @@
 
 Reads a folder of Pascal VOC XML files (what LabelImg, CVAT and Roboflow export) or a COCO detection
 json, keeps the boxes of the chosen categories (--category, repeatable; default all), and splits the
-images by file (seeded, --fractions), by capture session or video (--group-by, --group-pattern) or by your lists (--train-list/--test-list/--eval-list). Every
+images by file (seeded, --fractions), by capture session or video (--group-by, --group-pattern: frames
+of one session never straddle two splits) or by your lists (--train-list/--test-list/--eval-list). Every
 XML/json entry, box and image is checked first: the first problem is reported in one line and nothing
 is written. Images are copied byte for byte; images without a kept box are left out.
 
   python labels_import.py --voc my_labels/ --category hand
+  python labels_import.py --voc ../shared/webcam-hands --group-by ../shared/webcam-hands/sessions.csv --source webcam
   python labels_import.py --coco instances_train.json --images train2017/ --category left --category right
 """
 from __future__ import annotations
@@ -19,8 +21,18 @@ from pathlib import Path
 from utils.common import config
 from utils.common.errors import UserError, disk_error, report
 from utils.common.signals import interruptible
-from utils.data.annotated import (HAND_CLASS, LabelsImportError, groups_by_pattern, image_groups, import_labels,
-                                  keep_categories, read_groups, read_labels, read_list, split_images)
+from utils.data.annotated import (
+    HAND_CLASS,
+    LabelsImportError,
+    groups_by_pattern,
+    image_groups,
+    import_labels,
+    keep_categories,
+    read_groups,
+    read_labels,
+    read_list,
+    split_images,
+)
 from utils.data.splits import DEFAULT_FRACTIONS, SPLITS, csv_path, fractions_arg, images_path
 
 PROG = "labels_import.py"

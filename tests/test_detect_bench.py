@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.timeout(480)
 def test_bench_smoke(hand_video, model_dir, tmp_path):
-    result = subprocess.run([sys.executable, "bench.py", "--source", str(hand_video), "--max-frames", "4",
+    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--source", str(hand_video), "--max-frames", "4",
                              "--repeats", "1", "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
                             text=True, timeout=470, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr

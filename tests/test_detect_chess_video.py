@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-import make_chess_video
+from scripts import make_chess_video
 from tests.test_detect_cli import ROOT, read_json_lines, run_script
 from utils.common.errors import EXIT_BAD_INPUT
 
@@ -17,7 +17,7 @@ from utils.common.errors import EXIT_BAD_INPUT
 @pytest.mark.timeout(120)
 def test_chess_video_from_the_zip_plays_in_order_and_has_hands(egohands_sample_zip, model_dir, tmp_path):
     out = tmp_path / "videos" / "chess.mov"
-    result = subprocess.run([sys.executable, "make_chess_video.py", "--zip", str(egohands_sample_zip),
+    result = subprocess.run([sys.executable, "scripts/make_chess_video.py", "--zip", str(egohands_sample_zip),
                              "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "100 frames at 10 fps" in result.stdout

@@ -15,7 +15,8 @@ import pytest
 from utils.common.errors import EXIT_BAD_INPUT
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted(p.name for p in ROOT.glob("*.py"))
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for pattern in ("*.py", "benchmarks/*.py", "scripts/*.py")
+                 for p in ROOT.glob(pattern))
 
 
 def bad_input(script: str, tmp: Path) -> list[str]:
@@ -23,9 +24,9 @@ def bad_input(script: str, tmp: Path) -> list[str]:
     missing = tmp / "missing"
     blocked = tmp / "a_file" / "sub"  # nothing can be created under a regular file, even as root
     return {
-        "bench.py": ["--model-dir", str(missing), "--output-dir", str(tmp)],
-        "bench_data.py": ["--zip", str(missing / "egohands_data.zip")],
-        "bench_gesture.py": ["--hand-model", str(missing), "--gesture-model", str(missing)],
+        "benchmarks/bench.py": ["--model-dir", str(missing), "--output-dir", str(tmp)],
+        "benchmarks/bench_data.py": ["--zip", str(missing / "egohands_data.zip")],
+        "benchmarks/bench_gesture.py": ["--hand-model", str(missing), "--gesture-model", str(missing)],
         "demo.py": ["--video", str(missing / "clip.mp4")],
         "labels_import.py": ["--voc", str(missing), "--output-dir", str(tmp / "out")],
         "mix_datasets.py": ["egohands", "--egohands-zip", str(missing / "egohands_data.zip"),
@@ -38,10 +39,10 @@ def bad_input(script: str, tmp: Path) -> list[str]:
                         "--images", str(missing), "--output-dir", str(tmp)],
         "export_inference_graph.py": ["--from-tfjs", str(missing), "--calibration", str(missing / "clip.mp4"),
                                       "--output_directory", str(tmp / "model")],
-        "fetch_pretrained.py": ["--cache-dir", str(blocked)],
+        "scripts/fetch_pretrained.py": ["--cache-dir", str(blocked)],
         "generate_tfrecord.py": ["--input-dir", str(missing), "--output-dir", str(tmp / "data")],
-        "make_chess_video.py": ["--zip", str(missing / "egohands_data.zip"), "--output", str(tmp / "c.mov")],
-        "ship_weights.py": ["--checkpoint", str(missing), "--output-dir", str(tmp / "shipped")],
+        "scripts/make_chess_video.py": ["--zip", str(missing / "egohands_data.zip"), "--output", str(tmp / "c.mov")],
+        "scripts/ship_weights.py": ["--checkpoint", str(missing), "--output-dir", str(tmp / "shipped")],
         "train.py": ["--run", "not/a/name"],
     }[script]
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import export_inference_graph
-import fetch_pretrained
+from scripts import fetch_pretrained
 from utils.common import config
 from utils.export.pretrained import tarball_name
 

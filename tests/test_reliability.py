@@ -440,7 +440,7 @@ def test_download_failure_names_the_make_variable_under_make(tmp_path, monkeypat
 
 
 def test_bench_bad_input_exits_2_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "bench.py", "--model-dir", str(tmp_path), "--output-dir",
+    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--model-dir", str(tmp_path), "--output-dir",
                              str(tmp_path / "results")], cwd=ROOT, env=env(), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == EXIT_BAD_INPUT

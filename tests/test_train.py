@@ -275,7 +275,7 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
     _one_line_error(code, err, "loss.distillation_checkpoint needs a run of this run's input size and anchors")
 
     # ship_weights.py --blend-with: the weight-space average of two runs of one network, recorded in model.json
-    import ship_weights
+    from scripts import ship_weights
     from utils.train.shipped import INFO_NAME, layer_weights, load_shipped
 
     blended = tmp_path / "shipped" / "blend"
@@ -384,7 +384,7 @@ def test_larger_input_with_the_teacher_then_shipped_weights_export_and_detect(sa
     import cv2
 
     import export_inference_graph
-    import ship_weights
+    from scripts import ship_weights
     from utils.runtime.detector import load_inference_graph
     from utils.train.model import restore_model
     from utils.train.shipped import INFO_NAME, WEIGHTS_NAME, load_shipped

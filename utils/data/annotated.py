@@ -17,8 +17,14 @@ import numpy as np
 
 from utils.common.errors import UserError
 from utils.data.jpeg import JpegHeaderError, jpeg_is_complete, jpeg_size
-from utils.data.splits import (DEFAULT_FRACTIONS, SPLITS, SplitOutputs, split_groups, split_outputs,
-                               split_weighted_groups)
+from utils.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    SplitOutputs,
+    split_groups,
+    split_outputs,
+    split_weighted_groups,
+)
 
 HAND_CLASS = "hand"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

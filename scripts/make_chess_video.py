@@ -1,6 +1,6 @@
 """Build videos/chess.mov from the EgoHands CHESS frames, so the detectors have a real test video:
 
-    python make_chess_video.py --zip ../shared/egohands-sample/egohands_data.zip
+    python scripts/make_chess_video.py --zip ../shared/egohands-sample/egohands_data.zip
     python detect_single_threaded.py --source videos/chess.mov
 
 Frames come straight from the zip (`_LABELLED_SAMPLES/CHESS*/frame_NNNN.jpg`) or from the images/
@@ -10,6 +10,11 @@ so the default 10 fps plays each video's 100 frames in 10 s. Codec mp4v; the fil
 temporary name and moved into place only when complete.
 """
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 import argparse
 import re

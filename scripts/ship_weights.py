@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Turn a train.py checkpoint into a shipped weights folder: weights alone, small enough to commit.
 
-    python ship_weights.py --checkpoint model-checkpoint/everyview --output-dir model-checkpoint/shipped/everyview
+    python scripts/ship_weights.py --checkpoint model-checkpoint/allview --output-dir model-checkpoint/shipped/allview
 
 Writes weights.npz (each conv layer's kernel and bias, float16 unless --dtype float32) and model.json
 (architecture, input size, class names, the run and config the weights came from, their sha256),
@@ -11,6 +11,11 @@ made (data, steps, config, figures, the datasets' terms). Then
 (or `make model MODEL=everyview`) builds the frozen graph, SavedModel and TFLite models from it.
 """
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 import argparse
 import sys

@@ -8,9 +8,14 @@
    --score-threshold) that match no labelled hand (IoU < 0.5) and overlap a face the gesture model
    found, without and with suppress_faces; the labelled hands still found; AP@0.5 without and with.
 
-    python bench_gesture.py --oxford-images 600
+    python benchmarks/bench_gesture.py --oxford-images 600
 """
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 import argparse
 import sys

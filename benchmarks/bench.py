@@ -1,6 +1,6 @@
 """Benchmark (`make bench`): the original project's detection loop against ours, on a real video.
 
-    python bench.py --source ../shared/videos/hand_desk.mp4
+    python benchmarks/bench.py --source ../shared/videos/hand_desk.mp4
 
 All rows run the whole video through the same steps, headless (no window, no files written), at
 --width x --height (320x240 by default), each detector warmed up with one frame first:
@@ -18,6 +18,11 @@ the gesture model one after the other or side by side with the hand model, singl
 time of one single-threaded frame goes. Writes results/bench.md and results/bench.png.
 """
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 import argparse
 import contextlib
