@@ -197,7 +197,8 @@ def test_bench_measures_one_model_against_two(hand_video, model_dir, gesture_dir
     import sys
 
     result = subprocess.run([sys.executable, "benchmarks/bench.py", "--source", str(hand_video),
-                             "--model-dir", str(model_dir), "--gesture-dir", str(gesture_dir), "--sections", "models", "--max-frames", "4",
+                             "--model-dir", str(model_dir), "--gesture-dir", str(gesture_dir), "--sections", "models",
+                             "--max-frames", "4",
                              "--repeats", "1", "--output-dir", str(tmp_path)], cwd=Path(cli.__file__).parents[2],
                             capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stderr
