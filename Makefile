@@ -39,11 +39,11 @@ DATASETS         ?= egohands
 DATA_ARGS        ?=
 CALIBRATION      ?=
 RUN              ?= egohands
-EVAL_SPLIT       ?= eval
+EVAL_SPLIT       ?= test eval
 TEST_ARGS        ?=
 TRAIN_ARGS       ?=
 
-.PHONY: help install model demo data video train export eval bench bench-gesture bench-data test lint clean
+.PHONY: help install model demo data data-allview video train export eval bench bench-gesture bench-data test lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +97,16 @@ else
 endif
 	$(PY) generate_tfrecord.py
 
+# `make data-allview`: the three sources of the shipped every-viewpoint model (model-checkpoint/allview*.yaml):
+# EgoHands (by video), Oxford Hands (Movie_forrest + Skin carved out as eval), laptop-webcam photos (by session).
+WEBCAM_DIR       ?= $(SHARED)/webcam-hands
+ALLVIEW_EGOHANDS  = $(or $(EGOHANDS_ZIP),$(wildcard $(SHARED)/egohands-sample/egohands_data.zip))
+ALLVIEW_OXFORD    = $(or $(OXFORD_ARCHIVE),$(wildcard $(SHARED)/oxford-hands/hand_dataset.tar.gz))
+data-allview: install ## EgoHands + Oxford Hands + webcam photos (WEBCAM_DIR, split by sessions.csv) -> the allview recipe's data
+	$(MAKE) --no-print-directory data DATASETS="egohands oxford webcam=voc:$(WEBCAM_DIR)" \
+		EGOHANDS_ZIP="$(ALLVIEW_EGOHANDS)" OXFORD_ARCHIVE="$(ALLVIEW_OXFORD)" \
+		DATA_ARGS="--carve-eval 0.1 --group-by $(WEBCAM_DIR)/sessions.csv $(DATA_ARGS)"
+
 video: install ## Build videos/chess.mov from the EgoHands CHESS frames (EGOHANDS_ZIP=... for a local zip)
 	$(PY) scripts/make_chess_video.py $(if $(EGOHANDS_ZIP),--zip $(EGOHANDS_ZIP))
 
@@ -107,7 +117,7 @@ export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN t
 	$(PY) export_inference_graph.py --checkpoint model-checkpoint/$(RUN) --output_directory $(MODEL_DIR) \
 		$(if $(CALIBRATION),--calibration $(CALIBRATION),$(if $(wildcard images/train),--calibration images/train))
 
-eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model on EVAL_SPLIT (eval)
+eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model, a row per source and split of EVAL_SPLIT
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
 bench: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/)

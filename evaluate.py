@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from utils.common import config
@@ -66,28 +67,37 @@ def load_samples(args: argparse.Namespace):
         images = args.images or config.IMAGES_DIR / args.split[0]
         return csv_samples(args.labels, images, args.only), f"{args.labels} + {images}"
     samples, described = [], []
-    for split in dict.fromkeys(args.split):
+    splits = list(dict.fromkeys(args.split))
+    for split in splits:
         labels = config.ROOT / f"{split}_labels.csv"
         if labels.exists():
             images = args.images or config.IMAGES_DIR / split
-            samples += csv_samples(labels, images, args.only)
+            found = csv_samples(labels, images, args.only)
             described.append(f"{labels.name} + {images}")
-            continue
-        files = record_files(config.DATA_DIR, split)
-        if not files:
-            raise EvalDataError(f"{labels}: no {split!r} split (nor {config.DATA_DIR}/{split}.record); run "
-                                f"`make data`, or pass --labels/--images or --records")
-        samples += record_samples(files, args.only)
-        described += [str(f) for f in files]
+        else:
+            files = record_files(config.DATA_DIR, split)
+            if not files:
+                raise EvalDataError(f"{labels}: no {split!r} split (nor {config.DATA_DIR}/{split}.record); run "
+                                    f"`make data`, or pass --labels/--images or --records")
+            found = record_samples(files, args.only)
+            described += [str(f) for f in files]
+        # Pooled splits keep a row per source and split: a source with a test and an eval split (the
+        # webcam sessions) is two held-out sets, not one.
+        samples += [replace(s, source=source_split(s.source, split)) for s in found] if len(splits) > 1 else found
     return samples, ", ".join(described)
+
+
+def source_split(source: str, split: str) -> str:
+    """The per-source row name of a pooled evaluation: 'webcam eval'."""
+    return f"{source} {split}"
 
 
 def format_table(metrics: dict) -> str:
     """One row per source and the total: images, boxes, AP@0.5, AP@[.5:.95], AR@100."""
-    lines = [f"{'source':<14} {'images':>7} {'boxes':>7} {'AP@0.5':>8} {'AP@[.5:.95]':>12} {'AR@100':>8}"]
+    lines = [f"{'source':<16} {'images':>7} {'boxes':>7} {'AP@0.5':>8} {'AP@[.5:.95]':>12} {'AR@100':>8}"]
     rows = [*metrics.get("per_source", {}).items(), ("total", metrics)]
     for name, m in rows:
-        lines.append(f"{name:<14} {m['images']:>7} {m['ground_truth_boxes']:>7} {m['AP50']:>8.4f} {m['AP']:>12.4f} "
+        lines.append(f"{name:<16} {m['images']:>7} {m['ground_truth_boxes']:>7} {m['AP50']:>8.4f} {m['AP']:>12.4f} "
                      f"{m['AR100']:>8.4f}")
     return "\n".join(lines)
 

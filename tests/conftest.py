@@ -32,6 +32,12 @@ def egohands_sample_labels() -> Path:
 
 
 @pytest.fixture(scope="session")
+def webcam_hands_dir() -> Path:
+    return _require(config.SHARED_WEBCAM_DIR, "webcam-hands VOC folder",
+                    "put the shared data beside the checkout or set HANDTRACK_SHARED_DIR")
+
+
+@pytest.fixture(scope="session")
 def hand_video() -> Path:
     return _require(config.SHARED_HAND_VIDEO, "real hand video",
                     "put the shared data beside the checkout or set HANDTRACK_SHARED_DIR")

@@ -84,20 +84,21 @@ def test_mixed_sources_keep_their_source_through_csv_and_records(egohands_sample
         records = {e[IMAGE_FILENAME]: e[IMAGE_SOURCE] for e in read_examples(record_files(out / "data", split))}
         assert records == csv_source
 
-    # `make eval EVAL_SPLIT="test eval"`: the splits pooled, one row per source (EgoHands' test video,
-    # Oxford's carved sources) with each source's own images.
+    # `make eval EVAL_SPLIT="test eval"`: the splits pooled, one row per source and split (EgoHands' test
+    # video, Oxford's carved sources, a VOC source's test and eval files) with its own images.
     monkeypatch.setattr(config, "ROOT", out)
     monkeypatch.setattr(config, "IMAGES_DIR", out / "images")
     rc = evaluate.main(["--model", str(model_dir), "--split", "test", "eval", "--output-dir", str(tmp_path),
                         "--no-progress"])
     stdout, err = capsys.readouterr()
     assert rc == 0, err
-    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in
-            (["egohands"], ["oxford"], ["mine"], ["total"])}
-    pooled = pd.concat([frames["test"], frames["eval"]])
-    for source, df in pooled.groupby("source"):
-        assert int(rows[source][1]) == df["filename"].nunique() and int(rows[source][2]) == len(df)
-    assert float(rows["egohands"][3]) > 0.9  # the pretrained model on the egocentric test video
+    rows = {" ".join(line.split()[:2]): line.split()[2:] for line in stdout.splitlines()
+            if line.split()[:1] in (["egohands"], ["oxford"], ["mine"])}
+    expected = {f"{source} {split}": df for split in ("test", "eval") for source, df in frames[split].groupby("source")}
+    assert set(rows) == set(expected)
+    for key, df in expected.items():
+        assert int(rows[key][0]) == df["filename"].nunique() and int(rows[key][1]) == len(df)
+    assert float(rows["egohands test"][2]) > 0.9  # the pretrained model on the egocentric test video
     assert len(list(tmp_path.glob("eval_*_test_eval.json"))) == 1
 
 

@@ -94,3 +94,6 @@ SHARED_EGOHANDS_LABELS = SHARED_DIR / "egohands-sample" / "labels.csv"
 SHARED_HAND_VIDEO = SHARED_DIR / "videos" / "hand_desk.mp4"
 SHARED_OXFORD_ARCHIVE = SHARED_DIR / "oxford-hands" / "hand_dataset.tar.gz"
 SHARED_OXFORD_LABELS = SHARED_DIR / "oxford-hands" / "labels.csv"
+SHARED_WEBCAM_DIR = SHARED_DIR / "webcam-hands"          # Pascal VOC folder of laptop-webcam photos
+SHARED_WEBCAM_LABELS = SHARED_WEBCAM_DIR / "labels.csv"
+SHARED_WEBCAM_SESSIONS = SHARED_WEBCAM_DIR / "sessions.csv"  # filename,session: split by session

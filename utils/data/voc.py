@@ -17,6 +17,7 @@ from utils.data.annotated import AnnotatedImage, LabelsImportError, check_boxes,
 SOURCE = "voc"
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 IMAGE_FOLDERS = ("JPEGImages", "images")  # beside Annotations/ in VOC and Roboflow exports
+ANNOTATIONS_FOLDER = "annotations"          # (any case) the XML folder of those layouts
 _FIX = "fix or remove the file"
 
 
@@ -81,6 +82,8 @@ def parse_voc_xml(xml_path: Path, images_dir: Path | None = None, root: Path | N
     path_hint = annotation.findtext("path")
     image_path = find_image(xml_path, filename, path_hint, images_dir, root)
     relative = (xml_path.parent / Path(filename.replace("\\", "/")).name).relative_to(root)
+    if len(relative.parts) > 1 and relative.parts[0].lower() == ANNOTATIONS_FOLDER:
+        relative = Path(*relative.parts[1:])  # a Roboflow/VOC root given: name images as the image folder does
     return AnnotatedImage(image_path, flat_name(str(relative)), int(width), int(height), box_array,
                           tuple(names), where)
 
