@@ -97,3 +97,9 @@ SHARED_OXFORD_LABELS = SHARED_DIR / "oxford-hands" / "labels.csv"
 SHARED_WEBCAM_DIR = SHARED_DIR / "webcam-hands"          # Pascal VOC folder of laptop-webcam photos
 SHARED_WEBCAM_LABELS = SHARED_WEBCAM_DIR / "labels.csv"
 SHARED_WEBCAM_SESSIONS = SHARED_WEBCAM_DIR / "sessions.csv"  # filename,session: split by session
+
+# The demo's own sample, shipped in the repository (samples/README.md: source, licence, re-encoding):
+# hand_desk.mp4 re-encoded to 480x480 H.264, so that `make demo` and int8 calibration work on a
+# fresh clone that has no ../shared.
+SAMPLES_DIR = ROOT / "samples"
+SAMPLE_HAND_VIDEO = SAMPLES_DIR / "hand_desk_480.mp4"
