@@ -29,9 +29,10 @@ TEST_DEFAULT_DIR := $(CURDIR)/.cache/test_default_model
 SHARED           ?= ../shared
 VIDEO            ?= $(SHARED)/videos/hand_desk.mp4
 # `make demo`'s video: VIDEO when given; else the shared one when present; else none (then demo.py
-# shows camera 0 in a window, or says how to pass VIDEO=path).
+# shows camera 0 in a window, or, with no display or camera, runs on the shipped samples/ video).
 DEMO_VIDEO        = $(if $(filter file,$(origin VIDEO)),$(wildcard $(VIDEO)),$(VIDEO))
 DEMO_OUTPUT      ?= results/demo.mp4
+DEMO_PICTURE     ?= results/demo.png
 EGOHANDS_ZIP     ?=
 OXFORD_ARCHIVE   ?=
 # `make data` sources: egohands, oxford, voc:DIR, coco:JSON (NAME= in front names one); DATA_ARGS: flags
@@ -85,8 +86,9 @@ $(HANDTRACKJS_MARKER): | $(VENV)/.installed
 data/hand_label_map.pbtxt:
 	$(MAKE) data
 
-demo: install | $(MODEL_DIR)/manifest.json ## Detect and track hands in VIDEO headless (results/demo.mp4, .jsonl); no video at hand: camera 0 in a window
-	$(PY) demo.py $(if $(DEMO_VIDEO),--video $(DEMO_VIDEO)) --model $(MODEL_DIR) --output $(DEMO_OUTPUT) --json results/demo.jsonl
+demo: install | $(MODEL_DIR)/manifest.json ## Detect and track hands in VIDEO headless (results/demo.mp4, .jsonl, .png); no video: camera 0 in a window, else the samples/ video
+	$(PY) demo.py $(if $(DEMO_VIDEO),--video $(DEMO_VIDEO)) --model $(MODEL_DIR) --output $(DEMO_OUTPUT) \
+		--json results/demo.jsonl --picture $(DEMO_PICTURE)
 
 data: install ## DATASETS (egohands) -> images/<split>/ + <split>_labels.csv -> data/<split>.record (EGOHANDS_ZIP/OXFORD_ARCHIVE: local archives)
 ifeq ($(strip $(DATASETS)),egohands)

@@ -16,8 +16,8 @@ Sources:
                       (model-checkpoint/shipped/<name>, from ship_weights.py: what `make model` uses)
 
 int8 TFLite is calibrated on real hand frames: --calibration (videos, images, folders, globs or an
-EgoHands zip or a tar of images); by default the shared hand video and EgoHands sample when present
-(and, for --checkpoint, the Oxford Hands archive). Without any,
+EgoHands zip or a tar of images); by default the shared hand video (else the shipped sample,
+samples/) and EgoHands sample when present (and, for --checkpoint, the Oxford Hands archive). Without any,
 the int8 model is skipped and the detectors use the float32 one.
 A second run with the same inputs rebuilds nothing (the manifest records them).
 """
@@ -41,9 +41,10 @@ PROG = Path(__file__).name
 
 def default_calibration_sources(trained: bool = False) -> list[str]:
     """The shared hand video and EgoHands sample; for a trained model also the Oxford Hands archive,
-    so that int8 is calibrated on every viewpoint it was trained on."""
-    candidates = [config.SHARED_HAND_VIDEO, config.SHARED_EGOHANDS_ZIP] + ([config.SHARED_OXFORD_ARCHIVE]
-                                                                         if trained else [])
+    so that int8 is calibrated on every viewpoint it was trained on. Without the shared video (a fresh
+    clone) the shipped sample, the same recording, takes its place: int8 is never skipped for want of frames."""
+    video = config.SHARED_HAND_VIDEO if config.SHARED_HAND_VIDEO.exists() else config.SAMPLE_HAND_VIDEO
+    candidates = [video, config.SHARED_EGOHANDS_ZIP] + ([config.SHARED_OXFORD_ARCHIVE] if trained else [])
     return [str(p) for p in candidates if p.exists()]
 
 
@@ -63,8 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the model files go (default: %(default)s)")
     parser.add_argument("--calibration", action="append", metavar="SRC",
                         help="real hand frames for int8 calibration: video, image, folder, glob or "
-                             "EgoHands zip or tar of images; repeatable (default: the ../shared hand video "
-                             "and EgoHands sample, plus the Oxford archive for --checkpoint)")
+                             "EgoHands zip or tar of images; repeatable (default: the ../shared hand video, else "
+                             "the shipped samples/ video, and the EgoHands sample, plus the Oxford archive "
+                             "for --checkpoint)")
     parser.add_argument("--calibration-frames", type=int, default=config.CALIBRATION_FRAMES,
                         help="frames used for calibration, spread evenly over the sources (default: %(default)s)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite model")

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from utils.common import config
@@ -210,8 +211,10 @@ def check_outputs(args: argparse.Namespace, model_path: Path | None = None,
                           "--gesture-model": gesture_path})
 
 
-def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
-    """Both scripts' main(); returns the exit status. `prog` names the script in messages."""
+def main(argv: list[str] | None, multi: bool, prog: str | None = None,
+         on_summary: Callable[[Summary], None] | None = None) -> int:
+    """Both scripts' main(); returns the exit status. `prog` names the script in messages; `on_summary`
+    gets the run's Summary (demo.py titles its picture with the FPS)."""
     parser = build_parser(multi, prog)
     args = parser.parse_args(argv)
     check_args(parser, args)
@@ -276,7 +279,10 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None) -> int:
         stats.stopped_by = stopped_by[0]  # "Ctrl-C" or "SIGTERM"
     # The summary goes to stderr when the JSON lines go to stdout.
     summary_to = sys.stderr if args.json is not None and is_stream_path(args.json) else sys.stdout
-    print(Summary(title, stats, details).line(), file=summary_to, flush=True)
+    summary = Summary(title, stats, details)
+    print(summary.line(), file=summary_to, flush=True)
+    if on_summary is not None:
+        on_summary(summary)
     for path in (args.output, args.json):
         if path is not None and path.is_file():
             print(f"wrote {path}", file=summary_to)
