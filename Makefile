@@ -43,8 +43,11 @@ RUN              ?= egohands
 EVAL_SPLIT       ?= test eval
 TEST_ARGS        ?=
 TRAIN_ARGS       ?=
+# The page's npm packages (web/package-lock.json: LiteRT.js, playwright-core), served from web/node_modules.
+WEB_NPM_STAMP    := web/node_modules/.package-lock.json
+WEB_PORT         ?= 8000
 
-.PHONY: help install model demo data data-allview video train export eval bench bench-gesture bench-data test lint clean
+.PHONY: help install model demo data data-allview video train export eval bench bench-gesture bench-data test lint clean web serve-web
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -122,8 +125,9 @@ export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN t
 eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model, a row per source and split of EVAL_SPLIT
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
-bench: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/)
+bench: install $(WEB_NPM_STAMP) | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/); browser row
 	$(PY) benchmarks/bench.py --source $(VIDEO) --model-dir $(MODEL_DIR) --gesture-dir $(GESTURE_DIR)
+	$(PY) benchmarks/bench_web.py --source $(VIDEO) --model-dir $(MODEL_DIR)
 
 bench-gesture: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json ## Gesture model's EgoHands AP; faces taken for hands on Oxford, with/without suppress_faces
 	$(PY) benchmarks/bench_gesture.py --hand-model $(MODEL_DIR) --gesture-model $(GESTURE_DIR)
@@ -131,12 +135,21 @@ bench-gesture: install | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json
 bench-data: install ## Benchmark the data pipeline and every importer (images/s) on the shared EgoHands and Oxford data
 	$(PY) benchmarks/bench_data.py
 
-test: install ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
+test: install $(WEB_NPM_STAMP) ## Run the test suite (on its own copy of the pretrained models in .cache/test_model, test_gesture_model)
 	$(MAKE) --no-print-directory model MODEL=handtrackjs MODEL_DIR=$(TEST_MODEL_DIR) GESTURE_DIR=$(TEST_GESTURE_DIR)
 	$(if $(SHIPPED_FIRST),$(MAKE) --no-print-directory model MODEL=$(SHIPPED_FIRST) MODEL_DIR=$(TEST_DEFAULT_DIR) \
 		GESTURE_DIR=$(TEST_GESTURE_DIR))
 	HANDTRACK_MODEL_DIR=$(TEST_MODEL_DIR) HANDTRACK_GESTURE_DIR=$(TEST_GESTURE_DIR) \
 		$(if $(SHIPPED_FIRST),HANDTRACK_DEFAULT_MODEL_DIR=$(TEST_DEFAULT_DIR)) $(PY) -m pytest tests $(TEST_ARGS)
+
+$(WEB_NPM_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web: install $(WEB_NPM_STAMP) | $(MODEL_DIR)/manifest.json ## Export MODEL_DIR's model for the browser -> web/model/ (npm ci: LiteRT.js, pinned in web/package-lock.json)
+	$(PY) scripts/export_web.py --model-dir $(MODEL_DIR) --output web/model
+
+serve-web: install ## Serve the webcam page (after `make web`) at http://localhost:WEB_PORT/ (8000), offline
+	$(PY) scripts/serve_web.py --port $(WEB_PORT)
 
 lint: install ## Lint with ruff
 	$(VENV)/bin/ruff check .
