@@ -460,7 +460,7 @@ def tracking_markdown(rows: list[TrackRow], figures: dict, fps: float) -> str:
 
 # --- Two models: hand + gesture ---------------------------------------------------------------------
 
-SECTIONS = ("loops", "tracking", "models")
+SECTIONS = ("loops", "tracking", "models", "versus")
 MODEL_WORKERS = 2  # the multi-threaded rows of the two-model section
 
 
@@ -532,6 +532,38 @@ def models_markdown(rows: list[ModelsRow], hand_name: str, gesture_name: str) ->
     return "\n".join(lines + [""])
 
 
+# --- The default model against the pretrained one ----------------------------------------------
+
+def versus_bench(source: str, default_model: Path, pretrained_dir: Path, width: int, height: int,
+                 max_frames: int | None, repeats: int) -> list[tuple[str, str, float]]:
+    """Single-threaded loop FPS of the default model and of the pretrained (handtrack.js) one, each's
+    fastest file, passes interleaved so that a busy moment hits both alike; (name, file, best FPS)."""
+    pretrained = detector_utils.default_model_path(pretrained_dir)
+    models = [("default (MODEL_DIR)", default_model), ("pretrained handtrack.js", pretrained)]
+    processors = []
+    for _, path in models:
+        processor = FrameProcessor(detector_utils.load_inference_graph(path, threads_per_detector(path, 1)),
+                                   config.DEFAULT_SCORE_THRESHOLD, config.DEFAULT_NUM_HANDS)
+        processor.detector.detect(first_frame(source, width, height))
+        processors.append(processor)
+    best = [0.0] * len(models)
+    for _ in range(repeats):
+        for i, processor in enumerate(processors):
+            frames, seconds = run_ours(source, [processor], width, height, max_frames, multi=False)
+            best[i] = max(best[i], frames / seconds)
+            print(f"  versus: {models[i][0]:<26} {frames / seconds:7.1f} FPS", flush=True)
+    return [(name, f"{path.parent.name}/{path.name}", fps) for (name, path), fps in zip(models, best, strict=True)]
+
+
+def versus_markdown(rows: list[tuple[str, str, float]], repeats: int) -> str:
+    base = rows[-1][2]
+    lines = ["## The default model against the pretrained one (single-threaded, int8 when built)", "",
+             f"Best of {repeats} interleaved passes each.", "",
+             "| Model | File | FPS | x pretrained |", "|---|---|---:|---:|"]
+    lines += [f"| {name} | `{file}` | {fps:.1f} | {fps / base:.2f} |" for name, file, fps in rows]
+    return "\n".join(lines + [""])
+
+
 # --- Main ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -542,10 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hand_inference_graph/ with every format (made by `make model`)")
     parser.add_argument("--gesture-dir", type=Path, default=config.GESTURE_MODEL_DIR,
                         help="gesture_inference_graph/ (made by `make model`) for the two-model rows")
+    parser.add_argument("--pretrained-dir", type=Path, default=None,
+                        help="the pretrained model's folder (`make model MODEL=handtrackjs MODEL_DIR=...`) for the "
+                             "versus section: the default model's FPS against it (section skipped without it)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"which sections to run, comma-separated, of {', '.join(SECTIONS)}: the loops "
-                             "(original way, backends, workers, interpreters, profile, chart), --track, and "
-                             "one vs two models")
+                             "(original way, backends, workers, interpreters, profile, chart), --track, "
+                             "one vs two models, and the default model vs the pretrained one (versus)")
     parser.add_argument("--width", type=int, default=config.DEFAULT_WIDTH, help="frame width, every row")
     parser.add_argument("--height", type=int, default=config.DEFAULT_HEIGHT, help="frame height, every row")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
@@ -564,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats, --width, --height and --max-frames must be >= 1")
     prog = parser.prog
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    if args.pretrained_dir is None and args.sections == parser.get_default("sections"):
+        sections.remove("versus")  # the default sections need no second model
     unknown = [name for name in sections if name not in SECTIONS]
     if unknown or not sections:
         return report(prog, UserError(f"--sections {args.sections!r}: unknown section "
@@ -597,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         model_rows = models_bench(args.source, default_model, gesture_path, args.width, args.height, args.max_frames,
                                   args.repeats, rgb0)
         text += "\n" + models_markdown(model_rows, default_model.name, gesture_path.name)
+    if "versus" in sections:
+        if args.pretrained_dir is None:
+            return report(prog, UserError("--sections versus needs --pretrained-dir (a `make model MODEL=handtrackjs` "
+                                          "folder)"))
+        print("default vs pretrained...", flush=True)
+        text += "\n" + versus_markdown(versus_bench(args.source, default_model, args.pretrained_dir, args.width,
+                                                    args.height, args.max_frames, args.repeats), args.repeats)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output_dir / "bench.md", text)
     print()

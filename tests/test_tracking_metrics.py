@@ -51,7 +51,7 @@ def test_stillest_run_needs_one_box_per_frame():
 
 
 def test_bench_tracking_table_on_the_real_video(hand_video, model_dir):
-    import bench
+    from benchmarks import bench
 
     from utils.runtime.detector import default_model_path
 
