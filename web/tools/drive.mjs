@@ -3,7 +3,7 @@
 //   node web/tools/drive.mjs job.json
 //
 // job.json: {"mode": "images" | "webcam" | "bench", "url": page URL, "chromium": path,
-//   images: [png paths] (images, bench), model: a .tflite of model.json (optional),
+//   images: [png paths] (images, bench), model: a .tflite of model.json (optional), params: handtrack options,
 //   video: a .y4m fed to Chromium's fake camera (webcam), frames: how many frames to wait for (webcam),
 //   screenshot: a .png path (optional), iterations / warmup (bench), timeoutMs}
 // The Python side (utils/evaluation/browser.py) writes the job and reads the answer.
@@ -50,6 +50,7 @@ try {
     inputSize: window.handtrackApp.model?.inputSize, userAgent: navigator.userAgent}));
   if (state.error) throw new Error(`the page could not load the model: ${state.error}`);
   Object.assign(result, state);
+  if (job.params) await page.evaluate((params) => window.handtrackApp.model.setModelParameters(params), job.params);
 
   if (job.mode === 'images') {
     result.images = [];
