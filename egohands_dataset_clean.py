@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             zip_path = download(args.url, args.download_to, expected_size=args.expected_size or None,
                                 sha256=args.sha256 or None, progress=progress,
                                 local_flag=pass_hint("--zip", "EGOHANDS_ZIP"))
-        with open_zip(zip_path) as zf:
+        with open_zip(zip_path, pass_hint("--zip", "EGOHANDS_ZIP")) as zf:
             videos = index_videos(zf.namelist(), str(zip_path))
         if args.visualize > 0:  # fail before the long part, not after it
             ensure_writable_dir(args.visualize_dir, "--visualize-dir")

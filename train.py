@@ -21,13 +21,18 @@ import sys
 from pathlib import Path
 
 from utils.common import config
+from utils.common.checks import number_arg
+from utils.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, report, user_error
 from utils.common.signals import interruptible
+
+PROG = Path(__file__).name
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="egohands",
                         help="run name: checkpoints go to CHECKPOINT_ROOT/RUN/, the config is read from "
                              "CHECKPOINT_ROOT/RUN.yaml when present (default: %(default)s)")
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     model.add_argument("--steps", type=int, help="train up to this global step (config train.steps)")
     model.add_argument("--batch-size", type=int, help="global batch size (config train.batch_size)")
-    model.add_argument("--learning-rate", type=float, metavar="LR",
+    model.add_argument("--learning-rate", type=number_arg(float, above=0), metavar="LR",
                        help="initial learning rate of the configured schedule (config optimization)")
     model.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config value, e.g. --set augment.random_crop=false --set train.eval_interval=200; "
@@ -69,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="split the CPU into N logical devices first (e.g. 2 to try --strategy mirrored "
                            "without GPUs)")
     dist.add_argument("--tpu", metavar="ADDRESS", help="TPU name or grpc:// address for --strategy tpu")
-    dist.add_argument("--cluster-timeout", type=float, default=config.TRAIN_CLUSTER_TIMEOUT_S, metavar="SECONDS",
+    dist.add_argument("--cluster-timeout", type=number_arg(float, above=0), default=config.TRAIN_CLUSTER_TIMEOUT_S,
+                      metavar="SECONDS",
                       help="multi_worker_mirrored: how long a worker waits for the others in TF_CONFIG before it "
                            "stops with an error (default: %(default)s)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -109,18 +115,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
     return load_config(path, config_overrides(args, lr_type)), path
 
 
-@interruptible(Path(__file__).name)
+@interruptible(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "/" in args.run or args.run in ("", ".", ".."):
-        print(f"error: --run {args.run!r}: a run name is a plain folder name", file=sys.stderr)
-        return 2
-    if args.cluster_timeout <= 0:
-        print(f"error: --cluster-timeout {args.cluster_timeout:g}: must be > 0 seconds", file=sys.stderr)
-        return 2
+        return report(PROG, user_error(f"--run {args.run!r}", "a run name is a plain folder name",
+                                       "e.g. --run egohands"))
     import tensorflow as tf
 
-    from utils.common.errors import UserError, one_line
+    from utils.common.errors import UserError
     from utils.common.label_map import LabelMapError
     from utils.train.inputs import DataError
     from utils.train.model import ModelError
@@ -146,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         strategy = make_strategy(args.strategy, args.tpu, args.cluster_timeout)
         plan = prepare_training(cfg, run_dir)
     except (UserError, DataError, ModelError, LabelMapError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     print(f"run {args.run}: config {cfg_path or 'defaults'}, {len(plan.class_names)} class(es) "
           f"{plan.class_names}, {cfg['train']['steps']} steps of batch {cfg['train']['batch_size']}, "
           f"{strategy.num_replicas_in_sync} replica(s) -> {run_dir}")
@@ -156,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_training(plan, strategy, progress=not args.no_progress)
     except (UserError, ModelError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command to resume {run_dir} from its last checkpoint",
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        by = f" by {exc}" if str(exc) else ""
+        print(f"\n{PROG}: interrupted{by}; run the same command to resume {run_dir} from its last checkpoint",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -173,7 +173,7 @@ def test_detector_never_overwrites_its_input(script, clash, tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--width", "100000", "--height", "100000"], "--width and --height must be at most 8192"),
     (["--source", "99999999999999999999"], "99999999999999999999: not a camera index (0..9999)"),
-    (["--width", "1", "--height", "1", "--output", "{tmp}/x.mp4"], "--output needs frames of at least 2x2"),
+    (["--output-size", "1", "--output", "{tmp}/x.mp4"], "--output needs frames of at least 2x2: raise --output-size"),
 ])
 def test_sizes_and_camera_indices_are_bounded(args, expected, tmp_path):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -302,7 +302,7 @@ def test_a_second_stage_starts_from_another_runs_weights(sample_data, pretrained
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert err.startswith("train.py: error: ") and err.count("\n") == 1, err
     for needle in needles:
         assert needle in err, err
 

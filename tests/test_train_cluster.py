@@ -76,7 +76,7 @@ def test_train_py_bad_tf_config_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}')
     code = train.main(["--run", "r", "--checkpoint-root", str(tmp_path), "--strategy", "multi_worker_mirrored"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: TF_CONFIG: task.index 3") and err.count("\n") == 1, err
+    assert code == 2 and err.startswith("train.py: error: TF_CONFIG: task.index 3") and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
 
 
@@ -130,7 +130,7 @@ def test_worker_alone_stops_with_one_line(index, tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]  # TF's C++ logs may precede it
+    errors = [line for line in err.splitlines() if line.startswith("train.py: error: ")]
     assert process.returncode == 2 and len(errors) == 1, err[-2000:]
     assert f"worker {index} (localhost:{ports[index]}) could not reach the other workers " \
            f"(localhost:{ports[1 - index]}) within 3 s" in errors[0]

@@ -260,3 +260,26 @@ def check_distinct_paths(outputs: Mapping[str, PathsArg], inputs: Mapping[str, P
                 if same_file(path, source):
                     raise UserError(f"{path}: {option} would overwrite {input_option} {source}, destroying the "
                                     f"input; choose another {option}")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null during the block: for a native library that prints on its own
+    (TFLite's one 'INFO: Created TensorFlow Lite XNNPACK delegate' line). Use it only before any thread
+    that reports to stderr has started. Python's own sys.stderr is flushed first and stays usable."""
+    import sys
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -20,6 +20,7 @@ from utils.data.jpeg import JpegHeaderError, jpeg_is_complete, jpeg_size
 from utils.data.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
+    OutputNames,
     SplitOutputs,
     split_groups,
     split_outputs,
@@ -180,7 +181,11 @@ def split_images(images: Sequence[AnnotatedImage], fractions: Sequence[float] = 
     with about `fractions` of the images each, split_weighted_groups) or by the user's lists of names.
 
     A list entry matches an image's output name, its source file name or stem; with groups it may name a group.
+    Two images with one output name are an error (OutputNames.claim), never one silently dropped.
     """
+    names = OutputNames()
+    for image in images:
+        names.claim(image.name, f"{image.where} ({image.image_path.name})")
     by_name = {image.name: image for image in images}
     alias: dict[str, str] = {}
     for image in images:
@@ -220,6 +225,8 @@ def import_into(outputs: SplitOutputs, splits: Mapping[str, Sequence[AnnotatedIm
 
     result = ImportResult()
     jobs = [(split, image) for split in SPLITS for image in splits.get(split, [])]
+    for _, image in jobs:  # every name checked before the first copy (the split was random: any split)
+        outputs.claim(prefix + image.name, f"{image.where} ({image.image_path.name})")
     with tqdm(jobs, unit="img", desc=f"import {source}", disable=None if progress is None else not progress) as bar:
         for split, image in bar:
             try:

@@ -42,6 +42,8 @@ def read_coco_json(json_path: str | Path, images_dir: str | Path | None = None
         raise LabelsImportError(f"{json_path}: cannot read it ({exc}); pass the COCO annotation json") from exc
     except json.JSONDecodeError as exc:
         raise LabelsImportError(f"{json_path}: malformed JSON ({exc}); {_FIX}") from exc
+    except RecursionError as exc:
+        raise LabelsImportError(f"{json_path}: JSON nested too deeply to be a COCO detection json; {_FIX}") from exc
     if not isinstance(data, dict):
         raise LabelsImportError(f"{json_path}: top level is not an object; not a COCO detection json")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
@@ -51,7 +53,11 @@ def read_coco_json(json_path: str | Path, images_dir: str | Path | None = None
     category_names: dict[int, str] = {}
     for i, category in enumerate(data["categories"]):
         where = f"{json_path}: categories[{i}]"
-        category_names[_field(category, "id", where, int)] = str(_field(category, "name", where, str))
+        category_id = _field(category, "id", where, int)
+        if category_id in category_names:
+            raise LabelsImportError(f"{where}: category id {category_id} repeats (also "
+                                    f"{category_names[category_id]!r}); give each category its own id: {_FIX}")
+        category_names[category_id] = str(_field(category, "name", where, str))
     entries: dict[int, dict[str, Any]] = {}
     for i, image in enumerate(data["images"]):
         where = f"{json_path}: images[{i}]"

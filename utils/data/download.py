@@ -17,6 +17,21 @@ from utils.common.errors import UserError
 from utils.common.fileio import sha256_of
 
 _CHUNK = 1 << 20
+# Leading bytes of the archive formats a user may hand one importer instead of another's.
+_ARCHIVE_MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"),
+                  (b"\xfd7zXZ\x00", "xz"), (b"7z\xbc\xaf\x27\x1c", "7z"), (b"Rar!", "rar"))
+
+
+def archive_kind(path: str | os.PathLike) -> str | None:
+    """'zip', 'gzip', 'tar', 'bzip2', 'xz', '7z' or 'rar' from the file's first bytes; None when unreadable
+    or none of them (then a truncated or corrupt download is the likely story)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    kind = next((name for magic, name in _ARCHIVE_MAGIC if head.startswith(magic)), None)
+    return kind or ("tar" if head[257:262] == b"ustar" else None)
 
 
 class DownloadError(UserError):

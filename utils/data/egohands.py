@@ -184,12 +184,19 @@ def output_filename(video: str, frame_member: str, prefix: str = "") -> str:
     return f"{prefix}{video}_{frame_member.rsplit('/', 1)[-1]}"
 
 
-def open_zip(zip_path: str | Path) -> zipfile.ZipFile:
+def open_zip(zip_path: str | Path, flag: str = "--zip") -> zipfile.ZipFile:
+    """The EgoHands zip; `flag` is how the user names it (--zip, --egohands-zip, EGOHANDS_ZIP=PATH)."""
+    from utils.data.download import archive_kind
+
     try:
         return zipfile.ZipFile(zip_path)
     except FileNotFoundError as exc:
-        raise EgoHandsError(f"{zip_path}: no such file; pass the EgoHands zip with --zip") from exc
+        raise EgoHandsError(f"{zip_path}: no such file; pass the EgoHands zip with {flag}") from exc
     except (zipfile.BadZipFile, OSError) as exc:
+        kind = archive_kind(zip_path)
+        if kind not in (None, "zip"):
+            raise EgoHandsError(f"{zip_path}: a {kind} archive, not the EgoHands zip (the Oxford Hands archive?); "
+                                f"pass egohands_data.zip with {flag}") from exc
         raise EgoHandsError(f"{zip_path}: not a readable zip file ({exc}); the download is truncated "
                             "or corrupt: delete it and download again") from exc
 

@@ -66,4 +66,7 @@ def write_labels_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
     """
     import pandas as pd
 
-    pd.DataFrame(list(rows), columns=list(WRITTEN_COLUMNS)).to_csv(path, index=False, lineterminator="\n")
+    # Opened here, not by pandas: a folder name that is not UTF-8 (bytes from another system) is still a valid
+    # path to open(), while pandas' own path handling fails on it.
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        pd.DataFrame(list(rows), columns=list(WRITTEN_COLUMNS)).to_csv(fh, index=False, lineterminator="\n")

@@ -146,26 +146,32 @@ class OxfordResult:
     carved: list[str] = field(default_factory=list)          # image sources moved to eval
 
 
-def _archive_error(archive: Path, exc: BaseException) -> OxfordError:
+def _archive_error(archive: Path, exc: BaseException, flag: str = "--archive") -> OxfordError:
     return OxfordError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc}); delete it "
-                       "and download it again (or pass a whole copy with --archive)")
+                       f"and download it again (or pass a whole copy with {flag})")
 
 
-def open_archive(archive: str | os.PathLike) -> tarfile.TarFile:
-    """The archive as a forward-only stream (gzip or plain tar)."""
+def open_archive(archive: str | os.PathLike, flag: str = "--archive") -> tarfile.TarFile:
+    """The archive as a forward-only stream (gzip or plain tar); `flag` is how the user names it."""
+    from utils.data.download import archive_kind
+
     archive = Path(archive)
+    kind = archive_kind(archive)
+    if kind in ("zip", "7z", "rar"):
+        raise OxfordError(f"{archive}: a {kind} archive, not the Oxford Hands tar.gz"
+                          f"{' (the EgoHands zip?)' if kind == 'zip' else ''}; pass hand_dataset.tar.gz with {flag}")
     try:
         return tarfile.open(archive, mode="r|*")
     except FileNotFoundError as exc:
         raise OxfordError(f"{archive}: no such file; pass the Oxford Hands hand_dataset.tar.gz with "
-                          "--archive") from exc
+                          f"{flag}") from exc
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise _archive_error(archive, exc) from exc
+        raise _archive_error(archive, exc, flag) from exc
 
 
 def convert_archive_into(outputs: SplitOutputs, archive: str | os.PathLike, carve_eval: float = 0.0,
                          seed: int = 0, prefix: str = "", source: str = SOURCE, limit: int | None = None,
-                         progress: bool | None = None) -> OxfordResult:
+                         progress: bool | None = None, flag: str = "--archive") -> OxfordResult:
     """Stream the archive into `outputs` (see utils.data.splits): images and their CSV rows.
 
     `limit` keeps only the first N images of each archive split (quick checks); `prefix` starts every
@@ -180,7 +186,7 @@ def convert_archive_into(outputs: SplitOutputs, archive: str | os.PathLike, carv
     mat_members: dict[tuple[str, str], str] = {}
     bar = tqdm(unit="img", desc=f"clean {source}", disable=None if progress is None else not progress)
     try:
-        with open_archive(archive) as tar, bar:
+        with open_archive(archive, flag) as tar, bar:
             for member in tar:
                 match = _MEMBER_RE.match(member.name)
                 if not match or not member.isfile():
@@ -202,17 +208,18 @@ def convert_archive_into(outputs: SplitOutputs, archive: str | os.PathLike, carv
                     if not jpeg_is_complete(data):
                         raise OxfordError(f"{where}: JPEG is truncated (no end-of-image marker); re-download "
                                           "the archive")
-                    (outputs.image_dir(split) / f"{prefix}{stem}.jpg").write_bytes(data)
+                    name = outputs.claim(f"{prefix}{stem}.jpg", where, split)
+                    (outputs.image_dir(split) / name).write_bytes(data)
                     bar.update(1)
                 else:
                     corners[key] = read_corners(tar.extractfile(member).read(), where)
                     mat_members[key] = member.name
     except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise _archive_error(archive, exc) from exc
+        raise _archive_error(archive, exc, flag) from exc
     except OSError as exc:
         if exc.filename:  # writing an output failed: not the archive's fault
             raise
-        raise _archive_error(archive, exc) from exc
+        raise _archive_error(archive, exc, flag) from exc
 
     if not result.archive_splits:
         raise OxfordError(f"{archive}: no <split>_dataset/<split>_data/images/ folders; is this the Oxford Hands "
@@ -238,7 +245,7 @@ def convert_archive_into(outputs: SplitOutputs, archive: str | os.PathLike, carv
         filename = f"{prefix}{stem}.jpg"
         if split == "train" and image_group(stem) in carved:
             split = "eval"
-            os.replace(outputs.image_dir("train") / filename, outputs.image_dir("eval") / filename)
+            outputs.move_image(filename, "train", "eval")
         boxes, keep, clipped = corners_to_boxes(corners[key], width, height)
         result.dropped += len(corners[key]) - len(keep)
         result.clipped += clipped

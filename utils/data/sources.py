@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.common.errors import UserError
+from utils.common.errors import UserError, pass_hint
 from utils.data.splits import SPLITS, SplitOutputs, split_outputs
 
 KINDS = ("egohands", "oxford", "voc", "coco")
@@ -90,14 +90,21 @@ def _counts(outputs: SplitOutputs, before: dict[str, int]) -> tuple[dict[str, in
     return images, boxes
 
 
+def _flag(spec: SourceSpec) -> str:
+    """How the user names this source's local archive, for messages (a make variable under make)."""
+    if spec.path is not None:
+        return f"the DATASETS entry {spec.kind}:PATH"
+    return pass_hint("--egohands-zip", "EGOHANDS_ZIP") if spec.kind == "egohands" else \
+        pass_hint("--oxford-archive", "OXFORD_ARCHIVE")
+
+
 def _archive(spec: SourceSpec, local: Path | None, options: MixOptions) -> Path:
     if spec.path is not None:
         return spec.path
     if local is not None:
         return local
     if options.fetch is None:
-        flag = "EGOHANDS_ZIP" if spec.kind == "egohands" else "OXFORD_ARCHIVE"
-        raise SourceSpecError(f"{spec.kind}: no local archive; pass {flag}=PATH")
+        raise SourceSpecError(f"{spec.kind}: no local archive; pass {_flag(spec)}")
     return options.fetch(spec.kind)
 
 
@@ -107,7 +114,7 @@ def import_source(outputs: SplitOutputs, spec: SourceSpec, prefix: str, options:
         from utils.data import egohands
 
         zip_path = _archive(spec, options.egohands_zip, options)
-        with egohands.open_zip(zip_path) as zf:
+        with egohands.open_zip(zip_path, _flag(spec)) as zf:
             videos = egohands.index_videos(zf.namelist(), str(zip_path))
         splits = egohands.split_videos(list(videos), seed=options.seed)
         egohands.convert_zip_into(outputs, zip_path, splits, workers=options.workers, progress=options.progress,
@@ -117,7 +124,8 @@ def import_source(outputs: SplitOutputs, spec: SourceSpec, prefix: str, options:
         from utils.data.oxford import ARCHIVE_SPLITS, convert_archive_into
 
         result = convert_archive_into(outputs, _archive(spec, options.oxford_archive, options), options.carve_eval,
-                                      options.seed, prefix=prefix, source=spec.name, progress=options.progress)
+                                      options.seed, prefix=prefix, source=spec.name, progress=options.progress,
+                                      flag=_flag(spec))
         notes = [f"archive has no {k} split" for k in ARCHIVE_SPLITS if k not in result.archive_splits]
         if result.carved:
             notes.append(f"eval carved from training: {', '.join(result.carved)}")
@@ -159,5 +167,8 @@ def build_mixed(output_dir: str | Path, specs: Sequence[SourceSpec], options: Mi
             prefix = f"{spec.name}_" if len(specs) > 1 else ""
             notes = import_source(outputs, spec, prefix, options)
             images, boxes = _counts(outputs, before)
+            if not any(boxes.values()):  # a source that matched nothing is a mistake, not an empty share
+                raise SourceSpecError(f"{spec.path or spec.kind}: source {spec.name!r} gave no image with a box "
+                                      "(every annotation left out?); nothing was written: check it and --category")
             results.append(SourceResult(spec.name, spec.kind, images, boxes, notes))
     return results

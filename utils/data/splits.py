@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,15 +49,73 @@ def ensure_writable_dir(path: Path, flag: str = "--output-dir", error: type[User
         raise error(f"{path}: cannot write output here ({reason}); choose another {flag}")
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be an image file name in images/<split>/, or None: it must be one plain name
+    (no folder part, so nothing lands outside the folder the user named), not hidden (our temporaries
+    are), and text that every CSV reader can read (UTF-8; a file name that is not is refused here)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return "is not a plain file name"
+    if name.startswith("."):
+        return "starts with '.' (hidden)"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a file name from another system's encoding)"
+    return None
+
+
+class OutputNames:
+    """The output image names of one run, each checked once as it is made (see claim)."""
+
+    def __init__(self) -> None:
+        self.claimed: dict[str, list[tuple[str | None, str]]] = {}  # name -> [(split or None: any, where from)]
+        self._lock = threading.Lock()  # importers claim from worker threads
+
+    def claim(self, name: str, where: str, split: str | None = None) -> str:
+        """The one check of every output image name, before the image is written: a plain file name (see
+        name_problem) no other image of this run has in the same split (`split` None: in any split, for
+        images split after they are named). Two images that would flatten to one name (`a/x.jpg` and
+        `a_x.jpg`) are an error here, never one image silently replacing the other. Returns `name`."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise OutputError(f"{where}: the output image name {name!r} {problem}; rename the image")
+        with self._lock:
+            for other_split, other in self.claimed.get(name, []):
+                if split is None or other_split is None or other_split == split:
+                    raise OutputError(f"{where}: its output image name {name!r} is also {other}'s; rename one "
+                                      "of the two images (or keep one annotation per image)")
+            self.claimed.setdefault(name, []).append((split, where))
+        return name
+
+    def release(self, name: str, split: str) -> str:
+        """Give up a name in `split` (the image moves to another split); returns where it came from."""
+        with self._lock:
+            entries = self.claimed.get(name, [])
+            found = next((e for e in entries if e[0] == split), (split, name))
+            if found in entries:
+                entries.remove(found)
+            return found[1]
+
+
 @dataclass
 class SplitOutputs:
     """Temporary image folders per split and the CSV rows collected so far (see split_outputs)."""
     output_dir: Path
     dirs: dict[str, Path]
     rows: dict[str, list[tuple]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    names: OutputNames = field(default_factory=OutputNames)
 
     def image_dir(self, split: str) -> Path:
         return self.dirs[split]
+
+    def claim(self, name: str, where: str, split: str | None = None) -> str:
+        """Check an image's output name before writing it (OutputNames.claim)."""
+        return self.names.claim(name, where, split)
+
+    def move_image(self, name: str, from_split: str, to_split: str) -> None:
+        """Move a written image to another split (the name claimed again there)."""
+        self.claim(name, self.names.release(name, from_split), to_split)
+        os.replace(self.dirs[from_split] / name, self.dirs[to_split] / name)
 
     def images(self, split: str) -> int:
         return len({row[0] for row in self.rows[split]})
@@ -66,21 +126,35 @@ def split_outputs(output_dir: str | Path, error: type[UserError] = OutputError) 
     """All-or-nothing images/<split>/ + <split>_labels.csv for every split under output_dir.
 
     Every split is (re)written, an empty one as an empty folder and a header-only CSV, so no split of
-    an earlier run lingers beside the new ones.
+    an earlier run lingers beside the new ones. A run that keeps no box at all is an error (`error`) and
+    writes nothing: an import that matched nothing must not replace earlier data with empty CSVs. Folders
+    this run created (a new --output-dir, its images/) are removed again when it fails.
     """
     output_dir = Path(output_dir)
+    created = [p for p in (output_dir, *output_dir.parents) if not p.exists()][::-1] + \
+        ([] if (output_dir / "images").exists() else [output_dir / "images"])
     ensure_writable_dir(output_dir, error=error)
-    # One swap for all folders and CSVs (never a moment with an old folder beside a new CSV, nor with
-    # neither); temporaries of a killed run are cleaned first.
-    with atomic_outputs() as swap:
-        dirs = {}
-        for split in SPLITS:
-            dirs[split] = swap.path(images_path(output_dir, split))
-            dirs[split].mkdir()
-        outputs = SplitOutputs(output_dir, dirs)
-        yield outputs
-        for split in SPLITS:
-            write_labels_csv(swap.path(csv_path(output_dir, split)), outputs.rows[split])
+    try:
+        # One swap for all folders and CSVs (never a moment with an old folder beside a new CSV, nor with
+        # neither); temporaries of a killed run are cleaned first.
+        with atomic_outputs() as swap:
+            dirs = {}
+            for split in SPLITS:
+                dirs[split] = swap.path(images_path(output_dir, split))
+                dirs[split].mkdir()
+            outputs = SplitOutputs(output_dir, dirs)
+            yield outputs
+            if not any(outputs.rows.values()):
+                raise error(f"{output_dir}: no image with a box to write (every annotation was left out, or the "
+                            "input has none); nothing was written and the earlier images and CSVs are kept: check "
+                            "the input and --category")
+            for split in SPLITS:
+                write_labels_csv(swap.path(csv_path(output_dir, split)), outputs.rows[split])
+    except BaseException:
+        for folder in reversed(created):  # only if still empty: never what someone else put there meanwhile
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 # ----------------------------------------------------------------------------- splitting groups

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.common.checks import number_problem
 from utils.data.annotated import AnnotatedImage, LabelsImportError, check_boxes, flat_name
 
 SOURCE = "voc"
@@ -31,9 +32,14 @@ def _text(node: ET.Element, path: str, where: str) -> str:
 def _number(node: ET.Element, path: str, where: str) -> float:
     text = _text(node, path, where)
     try:
-        return float(text)
-    except ValueError as exc:
-        raise LabelsImportError(f"{where}: <{path}> is {text!r}, not a number; {_FIX}") from exc
+        value: object = float(text)
+    except ValueError:
+        value = text
+    problem = number_problem(value)  # 'inf' and 'nan' pass float()
+    if problem is not None:
+        kind = "not a number" if isinstance(value, str) else "not a finite number"
+        raise LabelsImportError(f"{where}: <{path}> is {text!r}, {kind}; {_FIX}")
+    return float(text)
 
 
 def find_image(xml_path: Path, filename: str, path_hint: str | None, images_dir: Path | None,
@@ -97,14 +103,9 @@ def read_voc_folder(folder: str | Path, images_dir: str | Path | None = None) ->
     if not xml_files:
         raise LabelsImportError(f"{folder}: no .xml files in it; pass the folder holding the Pascal VOC "
                                 "annotations (e.g. VOCdevkit/VOC2012/Annotations or a LabelImg folder)")
-    images = [parse_voc_xml(path, Path(images_dir) if images_dir else None, folder) for path in xml_files]
-    seen: dict[str, str] = {}
-    for image in images:
-        if image.name in seen:
-            raise LabelsImportError(f"{image.where}: names the same image {image.name!r} as {seen[image.name]}; "
-                                    "keep one annotation per image")
-        seen[image.name] = image.where
-    return images
+    # Two XML files naming one output image are refused where every output name is checked
+    # (utils.data.splits.SplitOutputs.claim), as for COCO.
+    return [parse_voc_xml(path, Path(images_dir) if images_dir else None, folder) for path in xml_files]
 
 
 def categories(images: list[AnnotatedImage]) -> list[str]:

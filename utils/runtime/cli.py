@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from utils.common import config
+from utils.common.checks import number_problem
 from utils.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError, report
 from utils.common.fileio import check_distinct_paths, check_output_path, is_stream_path
 from utils.common.media import OUTPUT_VIDEO_SUFFIXES
-from utils.common.signals import sigterm_as_ctrl_c, stop_on_signal
+from utils.common.signals import interruptible, stop_on_signal
 from utils.runtime import detector as detector_utils
 from utils.runtime import tracking
 from utils.runtime.loop import (
@@ -160,20 +162,28 @@ def build_parser(multi: bool, prog: str | None = None) -> argparse.ArgumentParse
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Range checks argparse cannot express (exits with usage, like argparse's own errors)."""
+    """Range and finiteness checks argparse cannot express (exits with usage, like argparse's own errors;
+    `nan` and `inf` pass argparse's float() and every `<` test, so utils.common.checks looks at them)."""
+    numbers = [(args.score_thresh, "--scorethreshold", dict(minimum=0, maximum=1)),
+               (args.linger, "--linger", dict(minimum=0))]
+    for value, flag, bounds in numbers:
+        problem = number_problem(value, **bounds)
+        if problem is not None:
+            parser.error(f"{flag} is {value:g}; {problem}")
     problems = [(not 0.0 <= args.score_thresh <= 1.0, "--scorethreshold must be within 0..1"),
                 (args.num_hands < 0, "--num-hands must be >= 0"),
                 (args.width < 0 or args.height < 0, "--width and --height must be >= 0"),
                 (max(args.width, args.height) > MAX_FRAME_SIDE,
                  f"--width and --height must be at most {MAX_FRAME_SIDE}"),
-                (args.output is not None and (0 < args.width < MIN_VIDEO_SIDE or 0 < args.height < MIN_VIDEO_SIDE),
-                 f"--output needs frames of at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}: raise --width / --height"),
+                # --width / --height size only what the detector sees; --output gets the source's frames
+                (args.output is not None and args.output_size is not None
+                 and 0 < min(side for side in args.output_size if side) < MIN_VIDEO_SIDE,
+                 f"--output needs frames of at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}: raise --output-size"),
                 (args.num_workers < 1, "--num-workers must be >= 1"),
                 (args.queue_size < 1, "--queue-size must be >= 1"),
                 (args.max_frames is not None and args.max_frames < 1, "--max-frames must be >= 1"),
                 (args.num_threads < 0, "--num-threads must be >= 0"),
-                (args.detect_every < 1, "--detect-every must be >= 1"),
-                (args.linger < 0, "--linger must be >= 0")]
+                (args.detect_every < 1, "--detect-every must be >= 1")]
     for bad, message in problems:
         if bad:
             parser.error(message)
@@ -211,6 +221,18 @@ def check_outputs(args: argparse.Namespace, model_path: Path | None = None,
                           "--gesture-model": gesture_path})
 
 
+def _one_stop_path(main: Callable[..., int]) -> Callable[..., int]:
+    """main() under utils.common.signals.interruptible: a stop signal outside the detection loop (while
+    the summary is printed) is one line and 130, never a default death (143 for SIGTERM, 129 for SIGHUP);
+    a summary on a closed stdout ends quietly."""
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None, multi: bool, prog: str | None = None, *args, **kwargs) -> int:
+        name = prog or Path(sys.argv[0]).name
+        return interruptible(name)(main)(argv, multi, prog, *args, **kwargs)
+    return wrapper
+
+
+@_one_stop_path
 def main(argv: list[str] | None, multi: bool, prog: str | None = None,
          on_summary: Callable[[Summary], None] | None = None) -> int:
     """Both scripts' main(); returns the exit status. `prog` names the script in messages; `on_summary`
@@ -226,6 +248,12 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None,
 
     stop = threading.Event()
     stopped_by: list[str] = []  # the signal that asked for the clean stop
+
+    def not_stopped() -> None:
+        """A stop signal before the loop: nothing was written yet, so stop now."""
+        if stop.is_set():
+            raise KeyboardInterrupt(stopped_by[0] if stopped_by else "")
+
     try:
         check_outputs(args)
         if args.display:
@@ -239,8 +267,11 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None,
         gesture_path = gesture_model_path(args.gesture_model) if use_gesture else None
         check_outputs(args, model_path, gesture_path)
         workers = args.num_workers if multi else 1
-        with sigterm_as_ctrl_c(), open_source(args.source, args.width, args.height) as source, \
-                contextlib.ExitStack() as closing:
+        # From the source's opening to the last output's closing every stop signal (INT, TERM, HUP, and any
+        # repeat) only asks for a clean stop: the outputs are kept, complete, and no temporary stays behind.
+        with stop_on_signal(stop, stopped_by.append), \
+                open_source(args.source, args.width, args.height) as source, contextlib.ExitStack() as closing:
+            not_stopped()
             processors = make_processors(model_path, workers, args.score_thresh, args.num_hands, gesture_path,
                                          MergeOptions(suppress_faces=args.suppress_faces), side_by_side,
                                          args.num_threads)
@@ -259,20 +290,21 @@ def main(argv: list[str] | None, multi: bool, prog: str | None = None,
             if tracker is not None:
                 details.append(f"tracking ({tracker.algorithm}{', smoothed' if tracker.smooth else ''}, "
                                f"detector on every {args.detect_every} frame(s))")
+            not_stopped()
             with Outputs(args.output, args.json, source.fps, warn) as outputs, \
-                    Window(title, bool(args.display), bool(args.fps)) as window, \
-                    stop_on_signal(stop, stopped_by.append):
+                    Window(title, bool(args.display), bool(args.fps)) as window:
                 stats = run(frames, processors, Presenter(outputs, window), threaded=multi,
                             queue_size=args.queue_size, stop=stop, tracker=tracker)
                 if stats.stopped_by != STOPPED_BY_QUIT:
-                    window.linger(args.linger)
+                    window.linger(args.linger, stop)
+                stats.stopped_by = outputs.stopped_by or stats.stopped_by
     except UserError as exc:  # a source, model, output path or display the user can fix
         return report(prog, exc)
     except PipelineError as exc:  # a crash inside a worker: its traceback, then one line
         print(exc.traceback_text, end="", file=sys.stderr)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt as exc:  # before the loop started, or a second Ctrl-C / SIGTERM
+    except KeyboardInterrupt as exc:  # a stop signal before the source was opened or the outputs were
         print(f"{prog}: interrupted{f' by {exc}' if str(exc) else ''}; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     if stats.stopped_by == STOPPED_BY_CTRL_C and stopped_by:

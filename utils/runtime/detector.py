@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from utils.common import config
+from utils.common.checks import checked_number
 from utils.common.errors import UserError
 from utils.common.label_map import LabelMapError, read_label_map
 
@@ -111,6 +112,10 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 def select_detections(detections: Detections, min_score: float | None = None,
                       max_hands: int | None = None) -> Detections:
     """The best `max_hands` boxes scoring above `min_score` (the original's rule); None: no limit."""
+    if min_score is not None:
+        checked_number(min_score, "min_score", minimum=0, maximum=1)
+    if max_hands is not None:
+        max_hands = checked_number(max_hands, "max_hands", minimum=0, integer=True)
     if min_score is None and max_hands is None:
         return detections
     order = np.argsort(-detections.scores, kind="stable")[:max_hands]
@@ -207,6 +212,9 @@ class SavedModelDetector(HandDetector):
                            out["num_detections"].numpy()[0])
 
 
+_TFLITE_LOG_SILENCED = False  # the first inference of the process has run (see TFLiteDetector)
+
+
 def make_tflite_interpreter(model_path: str, num_threads: int | None):
     """LiteRT's interpreter when installed (light import), else TensorFlow's own."""
     try:
@@ -241,6 +249,20 @@ class TFLiteDetector(HandDetector):
                                      f"{list(TFLITE_OUTPUTS)}")
         self._input_name = TFLITE_INPUT_NAME
         self.input_size = shape[1]
+        global _TFLITE_LOG_SILENCED
+        if not _TFLITE_LOG_SILENCED:
+            # TFLite prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the process's first
+            # inference, from C++ (no setting turns it off): that inference runs here, on a blank frame,
+            # while no other thread reports anything.
+            from utils.common.fileio import native_stderr_silenced
+
+            detail = inputs[TFLITE_INPUT_NAME]
+            try:
+                with native_stderr_silenced():
+                    self.runner(**{self._input_name: np.zeros(detail["shape"], detail["dtype"])})
+            except (ValueError, RuntimeError) as exc:
+                raise _model_error(path, f"the TFLite model does not run ({str(exc).splitlines()[0]})") from exc
+            _TFLITE_LOG_SILENCED = True
 
     def _detect(self, rgb: np.ndarray) -> Detections:
         from utils.runtime.contract import preprocess_for_tflite

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 from utils.common import config
 from utils.common.errors import UserError
 from utils.common.fileio import atomic_path, is_stream_path
+from utils.common.signals import stdout_closed
 from utils.runtime import detector as detector_utils
 from utils.runtime.loop import FrameResult, RunStats
 
@@ -35,7 +37,10 @@ class Outputs:
     """--output video and --json lines, each under a temporary name until the run ends well.
 
     The video writer opens on the first frame (its size); later frames of another size (images of
-    mixed sizes) are resized to it. If no frame came, no video is written (warned).
+    mixed sizes) are resized to it. If no frame came, neither is written (warned): an earlier output is
+    never replaced by an empty one. This is the one place that writes them, so it is where a full disk
+    becomes a one-line error (the temporaries removed, earlier outputs kept) and a --json reader that went
+    away (`--json - | head -1`) a quiet stop: `write` returns False and `stopped_by` says why.
     """
 
     def __init__(self, video_path: Path | None, json_path: Path | None, fps: float,
@@ -48,6 +53,7 @@ class Outputs:
         self._size: tuple[int, int] | None = None
         self._json = None
         self.frames = 0
+        self.stopped_by: str | None = None  # why writing ended before the frames did
 
     def __enter__(self) -> "Outputs":
         try:
@@ -70,25 +76,64 @@ class Outputs:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self._flush_json()  # a full disk shows here at the latest
+            except UserError:
+                self._close(*sys.exc_info())
+                raise
+            if self.frames == 0:
+                for path in (self.video_path, self.json_path):
+                    if path is not None and not is_stream_path(path):
+                        self.warn(f"{path}: no frame was processed, so it was not written")
+                try:
+                    raise _NoVideo
+                except _NoVideo:  # makes atomic_path discard the temporaries
+                    self._close(*sys.exc_info())
+                return
+        self._close(exc_type, exc, tb)
+
+    def _close(self, exc_type, exc, tb) -> None:
         try:
             self._json_stack.__exit__(exc_type, exc, tb)
         finally:
-            if exc_type is None and self.video_path is not None and self._writer is None:
-                self.warn(f"{self.video_path}: no frame was processed, so no video was written")
-                try:
-                    raise _NoVideo
-                except _NoVideo:  # makes atomic_path discard its temporary
-                    self._video_stack.__exit__(*sys.exc_info())
-            else:
-                self._video_stack.__exit__(exc_type, exc, tb)
+            self._video_stack.__exit__(exc_type, exc, tb)
+
+    def _json_failed(self, exc: OSError) -> bool:
+        """A --json write failed: False when its reader went away (stop quietly), else a UserError."""
+        # Nothing more goes to it, and what its buffer still holds is dropped (no second error on closing).
+        if self._json is sys.stdout:
+            stdout_closed()
+        else:
+            with contextlib.suppress(OSError):
+                self._json.close()
+        self._json = None
+        if isinstance(exc, BrokenPipeError) and is_stream_path(self.json_path):
+            self.stopped_by = "--json reader closed the pipe"
+            return False
+        raise UserError(f"{self.json_path}: writing --json failed ({exc.strerror or exc}); free some space or "
+                        "choose another --json (an earlier file there is kept)") from exc
+
+    def _flush_json(self) -> None:
+        if self._json is not None:
+            try:
+                self._json.flush()
+            except OSError as exc:
+                self._json_failed(exc)
 
     def _release_writer(self) -> None:
         if self._writer is not None:
             self._writer.release()  # writes the container's index: the file is playable
 
-    def write(self, result: FrameResult) -> None:
+    def write(self, result: FrameResult) -> bool:
+        """Write one frame; False when the --json reader went away (the run should stop)."""
         if self._json is not None:
-            self._json.write(json.dumps(result.record, separators=(",", ":")) + "\n")
+            try:
+                self._json.write(json.dumps(result.record, separators=(",", ":")) + "\n")
+                if is_stream_path(self.json_path):
+                    self._json.flush()  # a pipe's reader sees each frame as it comes
+            except OSError as exc:
+                return self._json_failed(exc)
         if self._video_tmp is not None:
             import cv2
 
@@ -98,7 +143,7 @@ class Outputs:
                 if min(self._size) < MIN_VIDEO_SIDE:  # OpenCV's writers refuse 1-pixel frames whatever the name
                     raise UserError(f"{self.video_path}: frames of {self._size[0]}x{self._size[1]} pixels are "
                                     f"too small for a video (at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}); "
-                                    f"pass a larger --width / --height")
+                                    f"scale them up with --output-size (e.g. --output-size 64)")
                 self._writer = cv2.VideoWriter(str(self._video_tmp), cv2.VideoWriter_fourcc(*VIDEO_FOURCC),
                                                self.fps, self._size)
                 if not self._writer.isOpened():
@@ -109,10 +154,11 @@ class Outputs:
                 image = cv2.resize(image, self._size)
             self._writer.write(image)
         self.frames += 1
+        return True
 
 
 class _NoVideo(Exception):
-    """Internal: makes atomic_path discard an empty video."""
+    """Internal: makes atomic_path discard the outputs of a run without frames."""
 
 
 class DisplayError(UserError):
@@ -186,15 +232,15 @@ class Window:
         self._shown, self._last = True, image
         return self._keep_going()
 
-    def linger(self, seconds: float) -> None:
-        """Keep the last frame on screen for `seconds` (or until 'q')."""
+    def linger(self, seconds: float, stop: threading.Event | None = None) -> None:
+        """Keep the last frame on screen for `seconds` (or until 'q', or `stop`: Ctrl-C)."""
         if not (self.enabled and self._shown):
             return
         import cv2
 
         end = time.monotonic() + seconds
         shown_at = 0.0
-        while time.monotonic() < end and self._keep_going():
+        while time.monotonic() < end and self._keep_going() and not (stop is not None and stop.is_set()):
             # A short run can end before the GUI has mapped its window, and a frame shown before that may
             # never be painted: show the last one again now and then.
             if time.monotonic() - shown_at > LINGER_REDRAW_SECONDS:
@@ -213,8 +259,8 @@ class Presenter:
 
     def __call__(self, result: FrameResult) -> bool:
         self.frames += 1
-        if self.outputs is not None:
-            self.outputs.write(result)
+        if self.outputs is not None and not self.outputs.write(result):
+            return False
         if self.window is not None:
             return self.window.show(result.image, self.frames / max(time.perf_counter() - self.start, 1e-9))
         return True

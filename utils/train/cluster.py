@@ -105,7 +105,7 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     if twice:
         raise _bad(f"address {twice[0]} is listed twice; every task needs its own HOST:PORT")
     task_type, index = data["task"].get("type"), data["task"].get("index", 0)
-    if task_type not in cluster:
+    if not isinstance(task_type, str) or task_type not in cluster:
         raise _bad(f"task.type {task_type!r} is not a job of the cluster ({', '.join(cluster)})")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
         raise _bad(f"task.index {index!r} is not one of the {len(cluster[task_type])} {task_type} task(s) "
