@@ -116,3 +116,76 @@ def match_predictions(js: list[dict], py: list[dict]) -> list[tuple[dict, dict, 
             used_py.add(j)
             matched.append((js[i], py[j], overlap))
     return matched
+
+
+def read_frames(video: str | Path, count: int, step: int) -> list[np.ndarray]:
+    """Every `step`-th frame of a video as RGB, at most `count`."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise user_error(video, "cannot be read as a video", "pass --source with a real video file")
+    frames, index = [], 0
+    try:
+        while len(frames) < count:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+    finally:
+        capture.release()
+    if not frames:
+        raise user_error(video, "holds no frames", "pass --source with a real video file")
+    return frames
+
+
+def bench_browser(model_dir: Path, frames: Sequence[np.ndarray], iterations: int, warmup: int,
+                  work_dir: Path) -> list[dict]:
+    """FPS of model.detect in headless Chromium for each exported model file, and of the Python detector
+    (utils.runtime.detector, same files, same frames) beside it; one row per (runtime, file)."""
+    import time
+
+    import cv2
+
+    from utils.export.web import export_web_model, serving
+    from utils.runtime.detector import load_inference_graph
+
+    web_model = work_dir / "model"
+    meta = export_web_model(model_dir, web_model)
+    paths = []
+    for i, rgb in enumerate(frames):
+        paths.append(work_dir / f"frame_{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    rows = []
+    with serving(web_model) as url:
+        for name in meta["files"]:
+            answer = drive({"mode": "bench", "url": url, "model": name, "images": [str(p) for p in paths],
+                            "iterations": iterations, "warmup": warmup}, timeout_s=60 + iterations * 2)
+            bench = answer["bench"]
+            rows.append({"runtime": "browser: LiteRT.js Wasm (XNNPack), headless Chromium", "model": name,
+                         "fps": bench["fps"], "median_ms": bench["medianMs"], "p90_ms": bench["p90Ms"],
+                         "browser": next((w for w in answer["userAgent"].split() if "Chrome/" in w), "Chromium")})
+    for name in meta["files"]:
+        detector = load_inference_graph(Path(model_dir) / name)
+        for i in range(warmup):
+            detector.detect(frames[i % len(frames)])
+        times = []
+        start = time.perf_counter()
+        for i in range(iterations):
+            t0 = time.perf_counter()
+            detector.detect(frames[i % len(frames)])
+            times.append((time.perf_counter() - t0) * 1000)
+        total = time.perf_counter() - start
+        rows.append({"runtime": "Python: utils.runtime.detector (LiteRT)", "model": name, "fps": iterations / total,
+                     "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))})
+    return rows
+
+
+def bench_table(rows: Sequence[dict]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| runtime | model | FPS of detect | median ms | p90 ms |", "| --- | --- | ---: | ---: | ---: |"]
+    lines += [f"| {r['runtime']} | {r['model']} | {r['fps']:.1f} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} |"
+              for r in rows]
+    return "\n".join(lines)
