@@ -179,3 +179,21 @@ def test_webcam_page_draws_boxes_on_the_fake_camera(chromium_ready, web_model, m
     assert image is not None, f"no screenshot at {screenshot}"
     green = np.all(np.abs(image.astype(int) - (77, 255, 9)) <= 30, axis=2)  # BGR of the box colour #09ff4d
     assert green.sum() > 200, f"{screenshot}: no box drawn ({green.sum()} green pixels)"
+
+
+def test_flip_horizontal_detects_the_mirrored_view(chromium_ready, web_model, model_dir, still_images):
+    """flipHorizontal: the page detects on the mirrored image, boxes in its pixels (as on a mirrored frame)."""
+    from utils.runtime.detector import load_inference_graph
+
+    out, _ = web_model
+    path, rgb = still_images[3]
+    with web.serving(out) as url:
+        answer = browser.drive({"mode": "images", "url": url, "model": config.TFLITE_FP32_NAME,
+                                "params": {"flipHorizontal": True}, "images": [str(path)]})
+    detections = load_inference_graph(model_dir / config.TFLITE_FP32_NAME).detect(
+        np.ascontiguousarray(rgb[:, ::-1]), config.DEFAULT_SCORE_THRESHOLD, config.DEFAULT_NUM_HANDS)
+    py = browser.python_predictions(detections, rgb.shape[1], rgb.shape[0])
+    js = answer["images"][0]["predictions"]
+    pairs = browser.match_predictions(js, py)
+    assert py and len(pairs) == len(py) == len(js), (js, py)
+    assert all(overlap >= MIN_IOU and abs(a["score"] - b["score"]) <= MAX_SCORE_GAP for a, b, overlap in pairs)
