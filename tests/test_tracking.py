@@ -8,7 +8,7 @@ import pytest
 from utils.common.boxes import normalized_to_pixels, pixels_to_normalized
 from utils.evaluation import tracking as metrics
 from utils.runtime.detector import Detections
-from utils.runtime.tracking import UNCONFIRMED, HandTracker, TrackedHands, detection_frames
+from utils.runtime.tracking import REID_SECONDS, UNCONFIRMED, HandTracker, TrackedHands, detection_frames
 
 SIZE = (640, 480)
 FPS = 30.0
@@ -50,15 +50,49 @@ def test_id_kept_through_a_ten_frame_miss():
     assert back.track_ids.tolist() == [1]
 
 
-def test_new_id_after_a_long_absence():
+def _absent(tracker: HandTracker, seconds: float) -> None:
+    for _ in range(int(seconds * FPS)):
+        tracker.update(NOTHING, SIZE)
+
+
+def test_a_hand_back_near_where_it_was_lost_takes_its_id_back():
+    """Lost for 2 s (past the library's 1 s) and moved by half its size: the same hand, the same ID."""
     tracker = HandTracker(FPS)
     for t in range(10):
         tracker.update(hands(moving_box(t, vx=0)), SIZE)
-    for _ in range(int(2 * FPS)):  # 2 s without the hand: longer than the 1 s the ID is kept
-        tracker.update(NOTHING, SIZE)
-    tracker.update(hands(moving_box(0, vx=0)), SIZE)
-    again = tracker.update(hands(moving_box(0, vx=0)), SIZE)
-    assert again.track_ids.tolist() == [2]
+    _absent(tracker, 2.0)
+    tracker.update(hands(moving_box(0, x0=150, vx=0)), SIZE)  # IoU 0.3 with the lost box
+    again = tracker.update(hands(moving_box(0, x0=150, vx=0)), SIZE)
+    assert again.track_ids.tolist() == [1]
+
+
+def test_new_id_after_a_long_absence_or_far_away():
+    for seconds, x0 in ((REID_SECONDS + 1, 100), (0.5, 500)):
+        tracker = HandTracker(FPS)
+        for t in range(10):
+            tracker.update(hands(moving_box(t, vx=0)), SIZE)
+        _absent(tracker, seconds)
+        if x0 != 100:  # the first hand is still tracked (lost < 1 s) while another shows far away
+            tracker.update(hands(moving_box(0, x0=x0, vx=0)), SIZE)
+            assert tracker.update(hands(moving_box(0, x0=x0, vx=0)), SIZE).track_ids.tolist() == [2]
+            continue
+        tracker.update(hands(moving_box(0, vx=0)), SIZE)
+        assert tracker.update(hands(moving_box(0, vx=0)), SIZE).track_ids.tolist() == [2]
+
+
+def test_a_reused_id_is_never_shown_twice():
+    """The old library track may match again after its ID moved on: it must not show that ID too."""
+    tracker = HandTracker(FPS, smooth=False)
+    for t in range(10):
+        tracker.update(hands(moving_box(t, vx=0)), SIZE)
+    _absent(tracker, 0.5)
+    ids = []
+    for _ in range(10):  # the hand jumps by its own width (no IoU): a new library track, ID 1 reused
+        ids.append(tracker.update(hands(moving_box(0, x0=180, vx=0)), SIZE).track_ids.tolist())
+    assert ids[-1] == [1]
+    both = [tracker.update(hands(moving_box(0, x0=100, vx=0), moving_box(0, x0=180, vx=0)), SIZE)
+            for _ in range(3)][-1]
+    assert sorted(both.track_ids.tolist()) == [1, 2]
 
 
 def test_two_hands_crossing_slowly_keep_their_ids():

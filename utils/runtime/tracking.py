@@ -57,6 +57,12 @@ SMOOTH_MEASUREMENT_NOISE = 8.0
 LABEL_FONT_SCALE = 0.45          # the detector's label size, on frames up to LABEL_FONT_REFERENCE_WIDTH wide
 LABEL_FONT_REFERENCE_WIDTH = 640
 UNCONFIRMED = -1                  # track_ids value of a hand seen by one detector run so far
+# Re-association after a miss: a newly confirmed track takes the ID of a hand lost at most this long
+# ago whose last box was near (centres at most REID_DISTANCE box diagonals apart), instead of a new ID.
+# The library only re-matches a lost track by IoU with its Kalman prediction, which a hand that moved
+# during the miss fails. Measured on the real hand video (see README "Tracking").
+REID_SECONDS = 3.0
+REID_DISTANCE = 1.5
 
 
 class TrackedHands(NamedTuple):
@@ -84,6 +90,15 @@ class _Visible:
     library_id: int
     score: float
     class_id: int
+    track_id: int = UNCONFIRMED   # the public ID (from 1)
+
+
+@dataclass
+class _Seen:
+    """Where and when a public ID was last shown, for re-association after a miss."""
+
+    frame: int
+    box: np.ndarray   # pixels (xmin, ymin, xmax, ymax)
 
 
 def _smoothing_estimator(base: type) -> type:
@@ -137,14 +152,19 @@ class HandTracker:
             raise ValueError(f"unknown tracker {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
         self.fps, self.smooth, self.algorithm = float(fps), smooth, algorithm
         self._tracker = _make_library_tracker(algorithm, self.fps, max_miss_seconds, score_thresh, smooth)
+        self._reid_frames = REID_SECONDS * self.fps
         self._frame = -1                  # frames seen so far - 1
         self._last_detected_frame = -1
         self._visible: list[_Visible] = []  # what the latest detector run found
+        self._public: dict[int, int] = {}   # library track ID -> public ID
+        self._seen: dict[int, _Seen] = {}   # public ID -> where it was last shown
+        self._next_id = 1
 
     def reset(self) -> None:
         """Forget every track (a new video)."""
         self._tracker.reset()
         self._frame, self._last_detected_frame, self._visible = -1, -1, []
+        self._public, self._seen, self._next_id = {}, {}, 1
 
     def update(self, detections, frame_size: tuple[int, int], index: int | None = None) -> TrackedHands:
         """Next frame: its `Detections` (already filtered to the hands to keep), or None where the
@@ -186,9 +206,43 @@ class HandTracker:
                 tracklet = next((t for t in newborn if np.allclose(t.get_state_bbox(), box)), None)
                 boxes.append(box)
             visible.append(_Visible(tracklet, int(tid), float(score), int(class_id)))
+        self._assign_ids(visible, boxes, confirmed)
         order = np.argsort([-v.score for v in visible], kind="stable")  # best first, as Detections
         self._visible = [visible[i] for i in order]
         return self._result([boxes[i] for i in order], self._visible, False, width, height)
+
+    def _assign_ids(self, visible: list["_Visible"], boxes: list, confirmed: dict) -> None:
+        """Public IDs: a known library track keeps its own; a newly confirmed one takes the nearest
+        hand lost within REID_SECONDS (see REID_DISTANCE), else the next free ID."""
+        known = [k for k, v in enumerate(visible) if v.library_id in self._public]
+        fresh = [k for k, v in enumerate(visible) if v.library_id >= 0 and v.library_id not in self._public]
+        for k in known:
+            visible[k].track_id = self._public[visible[k].library_id]
+        shown = {visible[k].track_id for k in known}
+        for k in fresh:
+            box = np.asarray(boxes[k], np.float64)
+            lost = [(pid, seen) for pid, seen in self._seen.items() if pid not in shown
+                    and self._frame - seen.frame <= self._reid_frames and _near(seen.box, box)]
+            if lost:
+                pid = min(lost, key=lambda item: _centre_distance(item[1].box, box))[0]
+                self._retire(pid, confirmed)
+            else:
+                pid, self._next_id = self._next_id, self._next_id + 1
+            self._public[visible[k].library_id] = pid
+            visible[k].track_id = pid
+            shown.add(pid)
+        for v, box in zip(visible, boxes, strict=True):
+            if v.track_id != UNCONFIRMED:
+                self._seen[v.track_id] = _Seen(self._frame, np.asarray(box, np.float64))
+
+    def _retire(self, pid: int, confirmed: dict) -> None:
+        """The library tracks that held public ID `pid` before it moved to a new track: dropped, so that
+        a late match of the old track cannot show the same ID twice."""
+        for library_id in [lid for lid, p in self._public.items() if p == pid]:
+            del self._public[library_id]
+            old = confirmed.get(library_id)
+            if old is not None and old in self._tracker.tracks:
+                self._tracker.tracks.remove(old)
 
     def _predict(self, width: int, height: int) -> TrackedHands:
         alive = {id(t) for t in self._tracker.tracks}
@@ -213,9 +267,18 @@ class HandTracker:
         return TrackedHands(pixels_to_normalized(pixels, width, height).astype(np.float32),
                             np.asarray([v.score for v in shown], np.float32),
                             np.asarray([v.class_id for v in shown], np.int32),
-                            np.asarray([v.library_id + 1 if v.library_id >= 0 else UNCONFIRMED for v in shown],
-                                       np.int64),
+                            np.asarray([v.track_id for v in shown], np.int64),
                             np.full(len(shown), predicted))
+
+
+def _centre_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
+
+
+def _near(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether box b lies where box a was (centres within REID_DISTANCE of the larger diagonal)."""
+    diagonal = max(float(np.hypot(a[2] - a[0], a[3] - a[1])), float(np.hypot(b[2] - b[0], b[3] - b[1])))
+    return _centre_distance(a, b) <= REID_DISTANCE * diagonal
 
 
 def draw_tracked_hands(image: np.ndarray, hands: TrackedHands, class_names: dict[int, str] | None = None) -> None:
