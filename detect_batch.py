@@ -20,16 +20,16 @@ from pathlib import Path
 from utils.common import config
 from utils.common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError, report
 from utils.common.fileio import check_writable_dir
-from utils.common.signals import stop_on_signal
+from utils.common.signals import sigterm_as_ctrl_c, stop_on_signal
 from utils.runtime import batch
-from utils.runtime.cli import MAX_FRAME_SIDE
+from utils.runtime.cli import MAX_FRAME_SIDE, _HelpFormatter
 
 PROG = Path(__file__).name
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=_HelpFormatter,
         description="Find hands in every video of a collection, one model per worker, on Ray (local by default, "
                     "a cluster with --address). Writes OUTPUT/<name>.jsonl per video (detect_single_threaded.py's "
                     "--json lines) and OUTPUT/summary.parquet + summary.csv. Rerunning skips finished videos. "
@@ -101,37 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     check_args(parser, args)
     stop, stopped_by = threading.Event(), []
     try:
-        items = batch.expand_inputs(args.input)
-        if args.output.exists() and not args.output.is_dir():
-            raise UserError(f"{args.output}: --output is a file; give a folder")
-        check_writable_dir(args.output, "--output")
-        from utils.runtime import detector as detector_utils
-
-        model_path = args.model if args.model is not None else config.MODEL_DIR
-        if model_path.is_dir() and not (model_path / "saved_model.pb").exists():
-            model_path = detector_utils.default_model_path(model_path)  # a folder like hand_inference_graph/
-        detector_utils.load_inference_graph(model_path, 1)  # a bad model is one line here, not N worker crashes
-        model_path = model_path.resolve()
-        output_dir = args.output.resolve()
-        options = batch.DetectOptions(args.score_thresh, args.num_hands, args.width, args.height, args.track,
-                                      args.detect_every, args.smooth, args.max_frames, args.flip)
-        model_hash = batch.model_sha256(model_path)
-        settings = batch.settings_key(options, model_hash)
-        rows: dict[str, dict] = {}
-        for item in items:
-            earlier = None if args.redo else batch.finished_row(output_dir, item, settings)
-            if earlier is not None:
-                rows[item.name] = earlier
-        todo = [item for item in items if item.name not in rows]
-        done_earlier = set(rows)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        seconds = _run(todo, output_dir, options, settings, model_hash, model_path, args, stop, stopped_by, rows)
+        with sigterm_as_ctrl_c():  # a SIGTERM while Ray starts is a Ctrl-C too (the workers are shut down)
+            return _main(args, stop, stopped_by)
     except UserError as exc:
         return report(PROG, exc)
     except KeyboardInterrupt as exc:  # a second Ctrl-C, or one while Ray was starting
         print(f"{PROG}: interrupted{f' by {exc}' if str(exc) else ''}; finished videos are kept, rerun to go on",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace, stop: threading.Event, stopped_by: list[str]) -> int:
+    items = batch.expand_inputs(args.input)
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"{args.output}: --output is a file; give a folder")
+    check_writable_dir(args.output, "--output")
+    from utils.runtime import detector as detector_utils
+
+    model_path = args.model if args.model is not None else config.MODEL_DIR
+    if model_path.is_dir() and not (model_path / "saved_model.pb").exists():
+        model_path = detector_utils.default_model_path(model_path)  # a folder like hand_inference_graph/
+    detector_utils.load_inference_graph(model_path, 1)  # a bad model is one line here, not N worker crashes
+    model_path = model_path.resolve()
+    output_dir = args.output.resolve()
+    options = batch.DetectOptions(args.score_thresh, args.num_hands, args.width, args.height, args.track,
+                                  args.detect_every, args.smooth, args.max_frames, args.flip)
+    model_hash = batch.model_sha256(model_path)
+    settings = batch.settings_key(options, model_hash)
+    rows: dict[str, dict] = {}
+    for item in items:
+        earlier = None if args.redo else batch.finished_row(output_dir, item, settings)
+        if earlier is not None:
+            rows[item.name] = earlier
+    todo = [item for item in items if item.name not in rows]
+    done_earlier = set(rows)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seconds = _run(todo, output_dir, options, settings, model_hash, model_path, args, stop, stopped_by, rows)
     all_rows = [rows.get(item.name) or batch.not_done_row(output_dir, item) for item in items]
     parquet, csv_file = batch.write_summary(output_dir, all_rows)
     return _report(all_rows, done_earlier, seconds, parquet, csv_file, stopped_by)
