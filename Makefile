@@ -42,12 +42,16 @@ CALIBRATION      ?=
 RUN              ?= egohands
 EVAL_SPLIT       ?= test eval
 TEST_ARGS        ?=
+# `make batch`: the videos (a folder, a quoted glob or a list file), where the JSON lines and summary go, flags
+INPUT            ?=
+OUTPUT           ?= out
+BATCH_ARGS       ?=
 TRAIN_ARGS       ?=
 # The page's npm packages (web/package-lock.json: LiteRT.js, playwright-core), served from web/node_modules.
 WEB_NPM_STAMP    := web/node_modules/.package-lock.json
 WEB_PORT         ?= 8000
 
-.PHONY: help install model demo docs data data-allview video train export eval bench bench-gesture bench-data test lint clean web serve-web
+.PHONY: help install model demo docs data data-allview video train export eval batch bench bench-gesture bench-data test lint clean web serve-web
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -125,10 +129,15 @@ export: install | $(HANDTRACKJS_MARKER) ## Export the latest checkpoint of RUN t
 eval: install | $(MODEL_DIR)/manifest.json ## COCO metrics (AP@0.5, AP@[.5:.95], AR@100) + PR curve of the model, a row per source and split of EVAL_SPLIT
 	$(PY) evaluate.py --model $(MODEL_DIR) --split $(EVAL_SPLIT)
 
+batch: install | $(MODEL_DIR)/manifest.json ## Hands in every video of INPUT (folder, glob, list) on Ray -> OUTPUT/<name>.jsonl + summary; BATCH_ARGS="--address ray://HEAD:10001" for a cluster
+	@test -n "$(INPUT)" || { echo "make batch: give INPUT=<folder, quoted glob or list of videos> (and OUTPUT=$(OUTPUT))" >&2; exit 2; }
+	$(PY) detect_batch.py '$(INPUT)' --output $(OUTPUT) --model $(MODEL_DIR) $(BATCH_ARGS)
+
 bench: install $(WEB_NPM_STAMP) | $(MODEL_DIR)/manifest.json $(GESTURE_DIR)/manifest.json $(BENCH_PRETRAINED) ## Benchmark: original way vs our detectors, tracking, one model vs two, on the real video (table + chart in results/); browser row
 	$(PY) benchmarks/bench.py --source $(VIDEO) --model-dir $(MODEL_DIR) --gesture-dir $(GESTURE_DIR) \
 		$(if $(filter handtrackjs,$(MODEL)),,--pretrained-dir $(TEST_MODEL_DIR))
 	$(PY) benchmarks/bench_web.py --source $(VIDEO) --model-dir $(MODEL_DIR)
+	$(PY) benchmarks/bench_batch.py --video $(VIDEO) --model-dir $(MODEL_DIR)
 
 # The pretrained model beside a shipped default, for the bench's "versus" rows (the copy `make test` uses).
 BENCH_PRETRAINED = $(if $(filter handtrackjs,$(MODEL)),,$(TEST_MODEL_DIR)/manifest.json)

@@ -251,3 +251,12 @@ def test_help_explains_every_flag():
         assert flag in result.stdout
     assert "(default: None)" not in result.stdout
     assert f"{batch.EXIT_SOME_FAILED} some videos failed" in " ".join(result.stdout.split())
+
+
+def test_workers_needed_is_the_cluster_arithmetic():
+    assert batch.workers_needed(4_800, 20.0) == 1            # 4800 / 3600 / 20 = 0.07 of one worker
+    assert batch.workers_needed(3_670 * 3600 * 30, 20.0) == 5_505  # 110,100 FPS / 20
+    assert batch.workers_needed(72_000, 20.0) == 1 and batch.workers_needed(72_001, 20.0) == 2
+    assert batch.workers_needed(72_000, 20.0, hours=0.5) == 2
+    with pytest.raises(ValueError):
+        batch.workers_needed(1, 0.0)

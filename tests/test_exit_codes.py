@@ -25,6 +25,7 @@ def bad_input(script: str, tmp: Path) -> list[str]:
     blocked = tmp / "a_file" / "sub"  # nothing can be created under a regular file, even as root
     return {
         "benchmarks/bench.py": ["--model-dir", str(missing), "--output-dir", str(tmp)],
+        "benchmarks/bench_batch.py": ["--video", str(missing / "clip.mp4"), "--output-dir", str(tmp)],
         "benchmarks/bench_data.py": ["--zip", str(missing / "egohands_data.zip")],
         "benchmarks/bench_gesture.py": ["--hand-model", str(missing), "--gesture-model", str(missing)],
         "demo.py": ["--video", str(missing / "clip.mp4")],
@@ -34,6 +35,7 @@ def bad_input(script: str, tmp: Path) -> list[str]:
         "oxford_dataset_clean.py": ["--archive", str(missing / "hand_dataset.tar.gz"), "--output-dir", str(tmp)],
         "detect_multi_threaded.py": ["--source", str(missing / "clip.mp4"), "--display", "0"],
         "detect_single_threaded.py": ["--source", str(missing / "clip.mp4"), "--display", "0"],
+        "detect_batch.py": [str(missing / "videos"), "--output", str(tmp / "out")],
         "egohands_dataset_clean.py": ["--zip", str(missing / "egohands_data.zip"), "--output-dir", str(tmp)],
         "evaluate.py": ["--model", str(missing / "m.tflite"), "--labels", str(missing / "labels.csv"),
                         "--images", str(missing), "--output-dir", str(tmp)],

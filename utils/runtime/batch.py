@@ -18,6 +18,7 @@ import csv
 import glob
 import hashlib
 import json
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -309,3 +310,10 @@ def detect_item(item: BatchItem, output_dir: Path, options: DetectOptions, detec
             "frames_with_hands": stats.frames_with_boxes,
             "hands_per_frame": round(hands / stats.frames, 4), "seconds": round(stats.seconds, 3),
             "fps": round(stats.fps, 2), "skipped_frames": stats.skipped}
+
+
+def workers_needed(frames: float, per_worker_fps: float, hours: float = 1.0) -> int:
+    """Workers that detect `frames` in `hours` when each does `per_worker_fps` (the cluster arithmetic)."""
+    if per_worker_fps <= 0 or hours <= 0:
+        raise ValueError("per_worker_fps and hours must be > 0")
+    return max(1, math.ceil(frames / (hours * 3600 * per_worker_fps)))
