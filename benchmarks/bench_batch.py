@@ -19,6 +19,7 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any f
 import argparse
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--clips", type=int, default=6, help="cuts of --video (default: %(default)s)")
     parser.add_argument("--clip-frames", type=int, default=60, help="frames per cut (default: %(default)s)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="each clip this many times (as separate files): a longer collection, where the batch's "
+                             "fixed cost (Ray start, model load) weighs less (default: %(default)s)")
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR,
                         help="the model folder both sides use (its fastest model; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=cpu_count(),
@@ -116,6 +120,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     clips_dir.mkdir()
     egohands = args.zip if args.zip.exists() else None
     clips = make_clips(args.video, egohands, clips_dir, args.clips, args.clip_frames)
+    originals = list(clips)
+    for copy in range(1, args.copies):
+        for clip in originals:
+            clips.append(clip.with_name(f"{clip.stem}_copy{copy}{clip.suffix}"))
+            shutil.copyfile(clip, clips[-1])
     loop_seconds = 0.0
     for clip in clips:  # the shell loop: `for v in clips/*.mp4; do python detect_single_threaded.py ...; done`
         seconds, _ = _timed([sys.executable, "detect_single_threaded.py", "--source", str(clip), "--display", "0",
@@ -125,8 +134,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                                "--model", str(args.model_dir), "--workers", str(args.workers), "--no-progress"])
     summary = pd.read_parquet(tmp / "batch" / f"{batch.SUMMARY_STEM}.parquet")
     frames = int(summary.frames.sum())
+    busiest = float(summary.groupby("worker").seconds.sum().max())  # the worker that finished last, roughly
     return {"clips": len(clips), "frames": frames, "loop_s": loop_seconds, "batch_s": batch_seconds,
-            "per_worker_fps": frames / float(summary.seconds.sum()),
+            "per_worker_fps": frames / float(summary.seconds.sum()), "fixed_s": batch_seconds - busiest,
             "model_sha256": summary.model_sha256.iloc[0], "egohands": egohands is not None}
 
 
@@ -139,7 +149,10 @@ def table(stats: dict, workers: int) -> str:
     lines += [f"| {name} | {s:.1f} | {n * 3600 / s:,.0f} | {frames / s:.1f} |" for name, s in rows]
     fps = stats["per_worker_fps"]
     corpus_frames = CORPUS_HOURS * 3600 * CORPUS_FPS
-    lines += ["", f"Per-worker FPS inside the workers (frames / their seconds, from summary.parquet): {fps:.1f}",
+    lines += ["", f"Per-worker FPS inside the workers (frames / their seconds, from summary.parquet): {fps:.1f}; "
+              f"{workers} workers: {workers * fps:.1f} FPS once running",
+              f"Batch fixed cost (its wall time - the busiest worker's seconds: Ray start, model load, shutdown): "
+              f"{stats['fixed_s']:.1f} s",
               "", "Workers to finish in one hour at that rate (frames / 3600 / per-worker FPS):",
               f"- EgoHands, {EGOHANDS_FRAMES:,} frames: {batch.workers_needed(EGOHANDS_FRAMES, fps)} "
               f"({EGOHANDS_FRAMES / 3600 / fps:.3f} of one)",
@@ -154,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.video.is_file():
             raise UserError(f"{args.video}: no such video; pass --video (the shared one lives in ../shared)")
-        if args.clips < 1 or args.clip_frames < 1 or args.workers < 1:
-            raise UserError("--clips, --clip-frames and --workers must be >= 1; raise them")
+        if min(args.clips, args.clip_frames, args.workers, args.copies) < 1:
+            raise UserError("--clips, --clip-frames, --copies and --workers must be >= 1; raise them")
         check_writable_dir(args.output_dir, "--output-dir")
         from utils.runtime.detector import default_model_path
 

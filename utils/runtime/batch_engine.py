@@ -28,6 +28,7 @@ from utils.runtime.batch import STATUS_FAILED, BatchItem, DetectOptions, detect_
 
 # The driver gets only small rows and frame counts back; Ray's minimum store is 75 MiB.
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
+VIDEOS_PER_WORKER = 2         # handed to a worker at once: the one it runs and the next
 POLL_SECONDS = 0.25           # how often the driver looks at Ctrl-C while waiting for workers
 PROGRESS_SECONDS = 0.5        # a worker reports its frames this often
 WORKER_EXIT_SECONDS = 10.0    # after shutdown: wait this long for local workers to end before cleaning up
@@ -72,17 +73,23 @@ def _worker_class():
             result: dict = {}
 
             def work() -> None:
-                result["row"] = detect_item(item, Path(output_dir), options, self.detector, settings, model_hash,
-                                            progress=done.put)
+                try:
+                    result["row"] = detect_item(item, Path(output_dir), options, self.detector, settings,
+                                                model_hash, progress=done.put)
+                finally:
+                    done.put(None)  # the end: the row is returned at once, not after a progress tick
 
             thread = threading.Thread(target=work, name="detect", daemon=True)
             thread.start()
             frames, last = 0, time.monotonic()
-            while thread.is_alive() or not done.empty():
+            while True:
                 try:
-                    frames += done.get(timeout=PROGRESS_SECONDS)
+                    count = done.get(timeout=PROGRESS_SECONDS)
                 except queue.Empty:
-                    pass
+                    count = 0
+                if count is None:
+                    break
+                frames += count
                 if frames and time.monotonic() - last >= PROGRESS_SECONDS:
                     yield frames
                     frames, last = 0, time.monotonic()
@@ -103,7 +110,7 @@ class RayEngine:
         self.workers = 0
         self._actors: list = []
         self._info_refs: list = []
-        self._in_flight_paths: list[Path] = []
+        self._to_clean: list[Path] = []  # outputs a killed worker may have left half-written
 
     def __enter__(self) -> "RayEngine":
         import ray
@@ -143,8 +150,12 @@ class RayEngine:
         finished (in flight or never started when `stop` came)."""
         import ray
 
-        pending, free = deque(items), list(self._actors)
+        # Each worker gets its next video while it runs one (Ray runs an actor's calls in turn), so it never
+        # waits for the driver between videos.
+        pending, free = deque(items), [actor for actor in self._actors for _ in range(VIDEOS_PER_WORKER)]
         in_flight: dict = {}  # generator -> (actor, item)
+        reported: set = set()  # generators that sent something: their video was running
+        retried: set[str] = set()
         while (pending or in_flight) and not stop.is_set():
             while pending and free:
                 actor, item = free.pop(), pending.popleft()
@@ -156,23 +167,38 @@ class RayEngine:
                 actor, item = in_flight[generator]
                 try:
                     value = ray.get(next(generator))
+                    reported.add(generator)
                 except (ray.exceptions.RayError, StopIteration) as exc:
                     # The worker died (killed, out of memory, a crash in native code) or hit a bug: this
-                    # video fails, a new worker takes the next one.
+                    # video fails; a dead worker is replaced.
                     reason = _reason(exc)
                     value = {"video": item.name, "source": item.source, "status": STATUS_FAILED,
                              "error": f"the worker stopped: {reason}", "output": json_path(output_dir, item).name}
-                    ray.kill(actor)
-                    self._actors.remove(actor)
-                    actor = self._new_actor()
-                    self._actors.append(actor)
+                    died = not isinstance(exc, ray.exceptions.RayTaskError)  # a bug: the worker goes on
+                    if died and actor in self._actors:  # its other video fails the same way; replaced once
+                        ray.kill(actor)
+                        self._actors.remove(actor)
+                        free = [a for a in free if a is not actor]
+                        replacement = self._new_actor()
+                        self._actors.append(replacement)
+                        free += [replacement] * VIDEOS_PER_WORKER
+                    if died:
+                        self._to_clean.append(json_path(output_dir, item))  # its temporary, once the worker is gone
+                    if died and generator not in reported and item.name not in retried:
+                        # Queued behind the video that took the worker down (or it, if it died before its
+                        # first frames): tried once more on another worker.
+                        retried.add(item.name)
+                        del in_flight[generator]
+                        pending.appendleft(item)
+                        continue
                 if isinstance(value, int):
                     on_frames(value)
                     continue
                 del in_flight[generator]
-                free.append(actor)
+                if actor in self._actors:
+                    free.append(actor)
                 on_row(item, value)
-        self._in_flight_paths = [json_path(output_dir, item) for _, item in in_flight.values()]
+        self._to_clean += [json_path(output_dir, item) for _, item in in_flight.values()]
         return [item for _, item in in_flight.values()] + list(pending)
 
     def __exit__(self, *exc) -> None:
@@ -198,7 +224,7 @@ class RayEngine:
         deadline = time.monotonic() + WORKER_EXIT_SECONDS
         while any(_alive(pid) for pid in local) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for path in self._in_flight_paths:
+        for path in self._to_clean:
             recover_stale(path)
 
 
@@ -206,7 +232,8 @@ def _reason(exc: BaseException) -> str:
     """A worker's failure in one line: the original exception of a task, else Ray's message (no colours)."""
     cause = getattr(exc, "cause", None)
     text = f"{type(cause).__name__}: {cause}" if cause is not None else (str(exc) or type(exc).__name__)
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:500]
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    return text.split(" class_name:")[0][:500]  # Ray's actor-death message: its first sentence says it
 
 
 def _alive(pid: int) -> bool:
