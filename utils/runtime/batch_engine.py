@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.common import config
+from utils.common.errors import UserError, one_line
 from utils.common.fileio import recover_stale
 from utils.runtime.batch import STATUS_FAILED, BatchItem, DetectOptions, detect_item, json_path
 
@@ -66,6 +67,11 @@ def _worker_class():
         def info(self) -> tuple[str, int]:
             return socket.gethostname(), os.getpid()
 
+        def detect_row(self, item: BatchItem, output_dir: str, options: DetectOptions, settings: str,
+                       model_hash: str) -> dict:
+            """The video's row only (Ray Client, ray://, runs no streaming generators)."""
+            return detect_item(item, Path(output_dir), options, self.detector, settings, model_hash)
+
         def detect(self, item: BatchItem, output_dir: str, options: DetectOptions, settings: str,
                    model_hash: str):
             """A streaming generator: frame counts while the video runs, then its row (a dict)."""
@@ -107,6 +113,8 @@ class RayEngine:
 
     def __init__(self, settings: EngineSettings, model_path: Path, at_most: int | None = None):
         self.settings, self.model_path, self.at_most = settings, model_path, at_most  # at_most: videos to do
+        # Ray Client (ray://) has no streaming generators: frames are then counted as each video ends.
+        self.streaming = not (settings.address or "").startswith("ray://")
         self.workers = 0
         self._actors: list = []
         self._info_refs: list = []
@@ -124,7 +132,12 @@ class RayEngine:
         else:
             if s.ship_code:
                 env.update(working_dir=str(config.ROOT), excludes=CODE_EXCLUDES)
-            ray.init(address=s.address, runtime_env=env, logging_level="ERROR")
+            try:
+                ray.init(address=s.address, runtime_env=env, logging_level="ERROR")
+            except (ConnectionError, TimeoutError) as exc:
+                raise UserError(f"--address {s.address}: cannot reach a Ray cluster ({one_line(exc)}); check the "
+                                f"address and that it runs (`ray start --head` on its head node); a cluster with "
+                                f"token authentication also needs RAY_AUTH_MODE=token here") from exc
         try:
             cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = min(s.workers or max(1, cluster_cpus // s.threads_per_worker), self.at_most or 1 << 30)
@@ -153,21 +166,23 @@ class RayEngine:
         # Each worker gets its next video while it runs one (Ray runs an actor's calls in turn), so it never
         # waits for the driver between videos.
         pending, free = deque(items), [actor for actor in self._actors for _ in range(VIDEOS_PER_WORKER)]
-        in_flight: dict = {}  # generator -> (actor, item)
+        in_flight: dict = {}  # generator (an ObjectRef without streaming) -> (actor, item)
         reported: set = set()  # generators that sent something: their video was running
         retried: set[str] = set()
         while (pending or in_flight) and not stop.is_set():
             while pending and free:
                 actor, item = free.pop(), pending.popleft()
-                generator = actor.detect.options(num_returns="streaming").remote(
-                    item, str(output_dir), options, settings, model_hash)
+                call = (actor.detect.options(num_returns="streaming") if self.streaming else actor.detect_row)
+                generator = call.remote(item, str(output_dir), options, settings, model_hash)
                 in_flight[generator] = (actor, item)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_SECONDS)
             for generator in ready:
                 actor, item = in_flight[generator]
                 try:
-                    value = ray.get(next(generator))
+                    value = ray.get(next(generator) if self.streaming else generator)
                     reported.add(generator)
+                    if not self.streaming:
+                        on_frames(value.get("frames") or 0)
                 except (ray.exceptions.RayError, StopIteration) as exc:
                     # The worker died (killed, out of memory, a crash in native code) or hit a bug: this
                     # video fails; a dead worker is replaced.
