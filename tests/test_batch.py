@@ -298,3 +298,21 @@ def test_a_worker_killed_mid_video_fails_that_video_only(clips, model_dir, tmp_p
     assert all(error == "the worker stopped: The actor died unexpectedly before finishing this task."
                for error in failed.error)
     assert not _hidden_temporaries(out)  # the killed worker's temporary is gone
+
+
+def test_a_video_is_done_only_with_the_same_model_options_and_file(clips, tmp_path):
+    video = tmp_path / "clip.mp4"
+    shutil.copyfile(clips / "desk" / "desk_0.mp4", video)
+    item = batch.expand_inputs(video)[0]
+    out = tmp_path / "out"
+    settings = batch.settings_key(batch.DetectOptions(), "a" * 64)
+    row = {"video": item.name, "status": batch.STATUS_OK, "settings": settings,
+           "source_signature": batch.source_signature(item.source)}
+    batch.write_row(out, item, row)
+    assert batch.finished_row(out, item, settings) is None  # no JSON lines: not done
+    batch.json_path(out, item).write_text("{}\n")
+    assert batch.finished_row(out, item, settings) == row
+    assert batch.finished_row(out, item, batch.settings_key(batch.DetectOptions(detect_every=3), "a" * 64)) is None
+    assert batch.finished_row(out, item, batch.settings_key(batch.DetectOptions(), "b" * 64)) is None
+    video.write_bytes(video.read_bytes() + b"\0")  # the file was replaced
+    assert batch.finished_row(out, item, settings) is None

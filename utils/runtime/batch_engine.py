@@ -127,7 +127,8 @@ class RayEngine:
         env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
         if s.address is None:
             cpus = min(s.workers or _cpu_count(), self.at_most or 1 << 30) * s.threads_per_worker
-            ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+            # address="local": a Ray of our own even where `ray start` left a cluster (or RAY_ADDRESS names one).
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
                      runtime_env=env, logging_level="ERROR", log_to_driver=True)
         else:
             if s.ship_code:
