@@ -2,7 +2,7 @@
 cluster with --address. One JSON-lines file per video, in exactly detect_single_threaded.py's --json format,
 and a summary table (summary.parquet, summary.csv).
 
-    python detect_batch.py ../shared/egohands-videos/ --output out/
+    python detect_batch.py recordings/ --output out/
     python detect_batch.py 'clips/**/*.mp4' --output out/ --track --detect-every 3
     python detect_batch.py videos.txt --output /mnt/shared/out --address ray://head:10001
 
