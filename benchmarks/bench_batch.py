@@ -34,7 +34,7 @@ from utils.common.signals import interruptible
 from utils.runtime import batch
 from utils.runtime.loop import cpu_count
 
-PROG = f"benchmarks/{Path(__file__).name}"
+PROG = Path(__file__).name
 ROOT = config.ROOT
 EGOHANDS_FRAMES = 4_800          # EgoHands: 48 videos x 100 labelled frames
 CORPUS_HOURS = 3_670             # an Ego4D-sized corpus

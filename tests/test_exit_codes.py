@@ -25,6 +25,7 @@ def bad_input(script: str, tmp: Path) -> list[str]:
     blocked = tmp / "a_file" / "sub"  # nothing can be created under a regular file, even as root
     return {
         "benchmarks/bench.py": ["--model-dir", str(missing), "--output-dir", str(tmp)],
+        "benchmarks/bench_web.py": ["--model-dir", str(missing), "--output", str(tmp / "bench_web.md")],
         "benchmarks/bench_batch.py": ["--video", str(missing / "clip.mp4"), "--output-dir", str(tmp)],
         "benchmarks/bench_data.py": ["--zip", str(missing / "egohands_data.zip")],
         "benchmarks/bench_gesture.py": ["--hand-model", str(missing), "--gesture-model", str(missing)],
@@ -41,6 +42,8 @@ def bad_input(script: str, tmp: Path) -> list[str]:
                         "--images", str(missing), "--output-dir", str(tmp)],
         "export_inference_graph.py": ["--from-tfjs", str(missing), "--calibration", str(missing / "clip.mp4"),
                                       "--output_directory", str(tmp / "model")],
+        "scripts/export_web.py": ["--model-dir", str(missing), "--output", str(tmp / "web_model")],
+        "scripts/serve_web.py": ["--model-dir", str(missing), "--port", "0"],
         "scripts/fetch_pretrained.py": ["--cache-dir", str(blocked)],
         "generate_tfrecord.py": ["--input-dir", str(missing), "--output-dir", str(tmp / "data")],
         "scripts/make_chess_video.py": ["--zip", str(missing / "egohands_data.zip"), "--output", str(tmp / "c.mov")],
@@ -65,5 +68,5 @@ def test_bad_input_is_one_line_and_exit_2(script, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    assert lines[0].startswith((f"{script}: error: ", "error: ")), lines[0]
+    assert lines[0].startswith((f"{Path(script).name}: error: ", "error: ")), lines[0]
     assert "Traceback" not in result.stderr
