@@ -52,7 +52,6 @@ def test_stillest_run_needs_one_box_per_frame():
 
 def test_bench_tracking_table_on_the_real_video(hand_video, model_dir):
     from benchmarks import bench
-
     from utils.runtime.detector import default_model_path
 
     rows, figures = bench.tracking_bench(str(hand_video), default_model_path(model_dir), 320, 240, max_frames=40,
