@@ -17,7 +17,8 @@ Sources:
 
 int8 TFLite is calibrated on real hand frames: --calibration (videos, images, folders, globs or an
 EgoHands zip or a tar of images); by default the shared hand video (else the shipped sample,
-samples/) and EgoHands sample when present (and, for --checkpoint, the Oxford Hands archive). Without any,
+samples/) and EgoHands sample when present (and, for --checkpoint, the Oxford Hands archive and the webcam
+photos). Without any,
 the int8 model is skipped and the detectors use the float32 one.
 A second run with the same inputs rebuilds nothing (the manifest records them).
 """
@@ -40,11 +41,13 @@ PROG = Path(__file__).name
 
 
 def default_calibration_sources(trained: bool = False) -> list[str]:
-    """The shared hand video and EgoHands sample; for a trained model also the Oxford Hands archive,
-    so that int8 is calibrated on every viewpoint it was trained on. Without the shared video (a fresh
-    clone) the shipped sample, the same recording, takes its place: int8 is never skipped for want of frames."""
+    """The shared hand video and EgoHands sample; for a trained model also the Oxford Hands archive and the
+    laptop-webcam photos, so that int8 is calibrated on every viewpoint it was trained on. Without the shared
+    video (a fresh clone) the shipped sample, the same recording, takes its place: int8 is never skipped for
+    want of frames."""
     video = config.SHARED_HAND_VIDEO if config.SHARED_HAND_VIDEO.exists() else config.SAMPLE_HAND_VIDEO
-    candidates = [video, config.SHARED_EGOHANDS_ZIP] + ([config.SHARED_OXFORD_ARCHIVE] if trained else [])
+    candidates = [video, config.SHARED_EGOHANDS_ZIP] + ([config.SHARED_OXFORD_ARCHIVE, config.SHARED_WEBCAM_IMAGES]
+                                                        if trained else [])
     return [str(p) for p in candidates if p.exists()]
 
 
@@ -66,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="real hand frames for int8 calibration: video, image, folder, glob or "
                              "EgoHands zip or tar of images; repeatable (default: the ../shared hand video, else "
                              "the shipped samples/ video, and the EgoHands sample, plus the Oxford archive "
-                             "for --checkpoint)")
+                             "and the webcam photos for --checkpoint)")
     parser.add_argument("--calibration-frames", type=int, default=config.CALIBRATION_FRAMES,
                         help="frames used for calibration, spread evenly over the sources (default: %(default)s)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite model")

@@ -96,6 +96,7 @@ SHARED_OXFORD_ARCHIVE = SHARED_DIR / "oxford-hands" / "hand_dataset.tar.gz"
 SHARED_OXFORD_LABELS = SHARED_DIR / "oxford-hands" / "labels.csv"
 SHARED_WEBCAM_DIR = SHARED_DIR / "webcam-hands"          # Pascal VOC folder of laptop-webcam photos
 SHARED_WEBCAM_LABELS = SHARED_WEBCAM_DIR / "labels.csv"
+SHARED_WEBCAM_IMAGES = SHARED_WEBCAM_DIR / "images"
 SHARED_WEBCAM_SESSIONS = SHARED_WEBCAM_DIR / "sessions.csv"  # filename,session: split by session
 
 # The demo's own sample, shipped in the repository (samples/README.md: source, licence, re-encoding):
