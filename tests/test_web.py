@@ -82,19 +82,9 @@ def test_server_serves_the_page_offline_with_wasm_and_the_model(web_model):
 
 
 def _hand_frames(video: Path, step: int, limit: int) -> list[np.ndarray]:
-    import cv2
+    from utils.evaluation.browser import read_frames
 
-    capture = cv2.VideoCapture(str(video))
-    frames, index = [], 0
-    while len(frames) < limit:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        if index % step == 0:
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        index += 1
-    capture.release()
-    return frames
+    return read_frames(video, limit, step)
 
 
 @pytest.fixture(scope="module")
