@@ -8,7 +8,14 @@ import pytest
 from utils.common.boxes import normalized_to_pixels, pixels_to_normalized
 from utils.evaluation import tracking as metrics
 from utils.runtime.detector import Detections
-from utils.runtime.tracking import REID_SECONDS, UNCONFIRMED, HandTracker, TrackedHands, detection_frames
+from utils.runtime.tracking import (
+    CONFIRM_RUNS,
+    REID_SECONDS,
+    UNCONFIRMED,
+    HandTracker,
+    TrackedHands,
+    detection_frames,
+)
 
 SIZE = (640, 480)
 FPS = 30.0
@@ -31,13 +38,20 @@ def moving_box(t: int, x0: float = 100, y0: float = 200, vx: float = 3.0, w: flo
     return (x0 + vx * t, y0, x0 + vx * t + w, y0 + h)
 
 
-def test_first_sighting_is_unconfirmed_then_numbered_from_one():
+def _seen(tracker: HandTracker, box, runs: int = CONFIRM_RUNS) -> TrackedHands:
+    """`runs` detector runs finding the hand at `box`; the last result."""
+    return [tracker.update(hands(box), SIZE) for _ in range(runs)][-1]
+
+
+def test_first_sightings_are_unconfirmed_then_numbered_from_one():
+    """A hand is shown at once, but takes an ID only when CONFIRM_RUNS runs in a row have seen it."""
     tracker = HandTracker(FPS)
-    first = tracker.update(hands(moving_box(0)), SIZE)
-    assert first.track_ids.tolist() == [UNCONFIRMED] and not first.predicted.any()
-    second = tracker.update(hands(moving_box(1)), SIZE)
-    assert second.track_ids.tolist() == [1]
-    assert second.scores.tolist() == pytest.approx([0.9]) and second.classes.tolist() == [1]
+    for t in range(CONFIRM_RUNS - 1):
+        early = tracker.update(hands(moving_box(t)), SIZE)
+        assert early.track_ids.tolist() == [UNCONFIRMED] and not early.predicted.any()
+    confirmed = tracker.update(hands(moving_box(CONFIRM_RUNS - 1)), SIZE)
+    assert confirmed.track_ids.tolist() == [1]
+    assert confirmed.scores.tolist() == pytest.approx([0.9]) and confirmed.classes.tolist() == [1]
 
 
 def test_id_kept_through_a_ten_frame_miss():
@@ -61,8 +75,7 @@ def test_a_hand_back_near_where_it_was_lost_takes_its_id_back():
     for t in range(10):
         tracker.update(hands(moving_box(t, vx=0)), SIZE)
     _absent(tracker, 2.0)
-    tracker.update(hands(moving_box(0, x0=150, vx=0)), SIZE)  # IoU 0.3 with the lost box
-    again = tracker.update(hands(moving_box(0, x0=150, vx=0)), SIZE)
+    again = _seen(tracker, moving_box(0, x0=150, vx=0))  # IoU 0.3 with the lost box
     assert again.track_ids.tolist() == [1]
 
 
@@ -73,11 +86,9 @@ def test_new_id_after_a_long_absence_or_far_away():
             tracker.update(hands(moving_box(t, vx=0)), SIZE)
         _absent(tracker, seconds)
         if x0 != 100:  # the first hand is still tracked (lost < 1 s) while another shows far away
-            tracker.update(hands(moving_box(0, x0=x0, vx=0)), SIZE)
-            assert tracker.update(hands(moving_box(0, x0=x0, vx=0)), SIZE).track_ids.tolist() == [2]
+            assert _seen(tracker, moving_box(0, x0=x0, vx=0)).track_ids.tolist() == [2]
             continue
-        tracker.update(hands(moving_box(0, vx=0)), SIZE)
-        assert tracker.update(hands(moving_box(0, vx=0)), SIZE).track_ids.tolist() == [2]
+        assert _seen(tracker, moving_box(0, vx=0)).track_ids.tolist() == [2]
 
 
 def test_a_reused_id_is_never_shown_twice():
@@ -91,7 +102,7 @@ def test_a_reused_id_is_never_shown_twice():
         ids.append(tracker.update(hands(moving_box(0, x0=180, vx=0)), SIZE).track_ids.tolist())
     assert ids[-1] == [1]
     both = [tracker.update(hands(moving_box(0, x0=100, vx=0), moving_box(0, x0=180, vx=0)), SIZE)
-            for _ in range(3)][-1]
+            for _ in range(CONFIRM_RUNS)][-1]
     assert sorted(both.track_ids.tolist()) == [1, 2]
 
 
@@ -104,11 +115,11 @@ def test_two_hands_crossing_slowly_keep_their_ids():
         left = moving_box(t, x0=100, vx=4.0)
         right = moving_box(t, x0=100 + 4.0 * frames, vx=-4.0)
         result = tracker.update(hands(left, right), SIZE)
-        if t >= 1:
+        if t >= CONFIRM_RUNS - 1:
             by_id = dict(zip(result.track_ids.tolist(), pixels(result)[:, 0], strict=True))
             assert sorted(by_id) == [1, 2]
             last = by_id
-        if t == 1:
+        if t == CONFIRM_RUNS - 1:
             first_ids = {int(i): x for i, x in zip(result.track_ids, pixels(result)[:, 0], strict=True)}
             left_id = min(first_ids, key=first_ids.get)
     # The hand that started on the left ends on the right, under the same ID.

@@ -20,9 +20,11 @@ What this module adds around the library:
   about frames the detector saw, with their time, so its Kalman filter steps over the gap and a hand
   is only "missed" when the detector ran and did not find it. In between, each hand's box is the
   library's Kalman prediction for that frame (on a copy of its filter), flagged `predicted`.
-- IDs survive misses up to `max_miss_seconds` (1 s) of the source's time; a later hand gets a new ID.
-  A new hand is shown at once but gets its ID when a second detector run confirms it (track_ids
-  UNCONFIRMED until then), so a one-run false positive never takes an ID; IDs count from 1.
+- IDs survive misses up to `max_miss_seconds` (1 s) of the source's time in the library; after that a
+  hand that shows again near where it was lost, within REID_SECONDS, takes its old ID back; any other
+  hand gets a new ID. A new hand is shown at once but gets its ID when CONFIRM_RUNS detector runs in a
+  row saw it (track_ids UNCONFIRMED until then), so a false positive of a few runs never takes an ID; IDs
+  count from 1.
 - Shown: the hands the detector found on its latest run (not the ones it lost), moved by the tracker
   on the frames in between.
 - `smooth`: the box shown for a detected hand is the Kalman filter's estimate instead of the raw
@@ -38,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from utils.common.boxes import normalized_to_pixels, pixels_to_normalized
+from utils.common.boxes import iou_matrix, normalized_to_pixels, pixels_to_normalized
 from utils.common.checks import checked_number
 from utils.common.errors import UserError
 
@@ -62,6 +64,9 @@ UNCONFIRMED = -1                  # track_ids value of a hand seen by one detect
 # The library only re-matches a lost track by IoU with its Kalman prediction, which a hand that moved
 # during the miss fails. Measured on the real hand video (see README "Tracking").
 REID_SECONDS = 3.0
+# Detector runs in a row that give a hand its ID (the library's minimum_consecutive_frames): on the real hand
+# video, 3 keeps the small false hands of a few frames from taking IDs (the one hand: 3 IDs at N = 1 with 1 or 2).
+CONFIRM_RUNS = 3
 REID_DISTANCE = 1.5
 
 
@@ -122,7 +127,7 @@ def _make_library_tracker(algorithm: str, fps: float, max_miss_seconds: float, s
     buffer = max(1, round(max_miss_seconds * LIBRARY_BUFFER_FPS))  # the library's unit: 30 FPS frames
     estimator = XCYCSRStateEstimator if algorithm == "ocsort" else XYXYStateEstimator  # their defaults
     common = {"lost_track_buffer": buffer, "frame_rate": fps, "minimum_iou_threshold": MIN_TRACK_IOU,
-              "minimum_consecutive_frames": 1,
+              "minimum_consecutive_frames": CONFIRM_RUNS,
               "state_estimator_class": _smoothing_estimator(estimator) if smooth else estimator}
     # The caller already keeps only detections above its score threshold: every one of them may
     # start or continue a track (the library's defaults would ignore hands scoring under 0.6).
@@ -194,8 +199,9 @@ class HandTracker:
                                       timestamp=self._frame / self.fps)
         self._last_detected_frame = self._frame
         confirmed = {t.tracker_id: t for t in self._tracker.tracks if t.tracker_id >= 0}
-        # Tracks born on this frame: the library gives their detection the ID -1 until a second run.
-        newborn = [t for t in self._tracker.tracks if t.tracker_id < 0 and t.time_since_update == 0]
+        # Tracks not confirmed yet (born on this run or an earlier one): the library gives their detection the
+        # ID -1 until CONFIRM_RUNS runs in a row saw it; each is the pending track its box overlaps most.
+        pending = [t for t in self._tracker.tracks if t.tracker_id < 0 and t.time_since_update == 0]
         visible, boxes = [], []
         for box, score, class_id, tid in zip(result.xyxy, result.confidence, result.class_id,
                                              result.tracker_id, strict=True):
@@ -203,7 +209,7 @@ class HandTracker:
                 tracklet = confirmed[int(tid)]
                 boxes.append(tracklet.get_state_bbox() if self.smooth else box)
             else:
-                tracklet = next((t for t in newborn if np.allclose(t.get_state_bbox(), box)), None)
+                tracklet = _best_overlap(pending, box)
                 boxes.append(box)
             visible.append(_Visible(tracklet, int(tid), float(score), int(class_id)))
         self._assign_ids(visible, boxes, confirmed)
@@ -269,6 +275,15 @@ class HandTracker:
                             np.asarray([v.class_id for v in shown], np.int32),
                             np.asarray([v.track_id for v in shown], np.int64),
                             np.full(len(shown), predicted))
+
+
+def _best_overlap(tracklets: list, box: np.ndarray) -> object | None:
+    """The tracklet whose state box overlaps `box` most (IoU > 0), or None."""
+    if not tracklets:
+        return None
+    iou = iou_matrix(np.asarray(box, np.float64).reshape(1, 4),
+                     np.asarray([t.get_state_bbox() for t in tracklets], np.float64))[0]
+    return tracklets[int(np.argmax(iou))] if iou.max() > 0 else None
 
 
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> float:
