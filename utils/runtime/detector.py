@@ -269,9 +269,11 @@ class TFLiteDetector(HandDetector):
 
         out = self.runner(**{self._input_name: preprocess_for_tflite(_check_rgb(rgb), self.input_size)})
         # TFLite_Detection_PostProcess numbers classes from 0 (first non-background class) and does
-        # not clip boxes to the image as the graph's NMS does.
-        return _detections(np.clip(out["detection_boxes"][0], 0.0, 1.0), out["detection_scores"][0],
-                           out["detection_classes"][0] + 1, out["num_detections"][0])
+        # not clip boxes to the image as the graph's NMS does; its slots past num_detections are
+        # uninitialised (NaN at times), so only the filled ones are read.
+        n = int(out["num_detections"][0])
+        return _detections(np.clip(out["detection_boxes"][0][:n], 0.0, 1.0), out["detection_scores"][0][:n],
+                           out["detection_classes"][0][:n] + 1, n)
 
     def clone(self) -> "TFLiteDetector":
         return TFLiteDetector(self.path, self.class_names, self.num_threads)  # interpreters aren't thread-safe
