@@ -9,9 +9,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 MODEL_DIR        ?= hand_inference_graph
-# The hand model `make model` builds: shipped weights model-checkpoint/shipped/$(MODEL)/ (README "Models"),
-# or MODEL=handtrackjs: the original EgoHands model of the npm package.
-MODEL            ?= handtrackjs
+# The hand model `make model` builds: shipped weights model-checkpoint/shipped/$(MODEL)/ (README "Models"; the
+# default, allview, finds hands from every viewpoint), or MODEL=handtrackjs: the original EgoHands model of the npm package.
+MODEL            ?= allview
 SHIPPED_DIR       = model-checkpoint/shipped/$(MODEL)
 SHIPPED_HINT      = MODEL is handtrackjs or a folder of model-checkpoint/shipped/ ($(or $(notdir $(wildcard model-checkpoint/shipped/*)),none yet))
 # `make test` checks the pretrained model in a folder of its own, never overwriting MODEL_DIR.
