@@ -19,11 +19,6 @@ time of one single-threaded frame goes. Writes results/bench.md and results/benc
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
-
 import argparse
 import contextlib
 import datetime
@@ -37,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 from utils.common import config
 from utils.common.errors import UserError, report

@@ -11,11 +11,6 @@ batch summary) and the workers a cluster needs for EgoHands (4,800 frames) and a
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
-
 import argparse
 import datetime
 import os
@@ -26,6 +21,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 from utils.common import config
 from utils.common.errors import UserError, report

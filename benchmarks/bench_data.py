@@ -10,16 +10,13 @@ written out as one VOC XML per image and as one COCO json: real images, real box
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
-
 import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 from utils.common import config
 from utils.common.errors import UserError

@@ -9,14 +9,11 @@ A second run with the tarball in the cache downloads nothing.
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
-
 import argparse
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 from utils.common import config
 from utils.common.signals import interruptible

@@ -11,11 +11,6 @@ temporary name and moved into place only when complete.
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
-
 import argparse
 import re
 import sys
@@ -24,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder: the repo's utils/
 
 from utils.common import config
 from utils.common.errors import UserError, pass_hint, report
