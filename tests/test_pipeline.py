@@ -131,6 +131,17 @@ def test_stop_event_ends_an_endless_source_quickly():
     assert _no_pipeline_threads_left()
 
 
+@pytest.mark.parametrize("consume", [lambda r: True, lambda r: r[0] < 3], ids=["to the end", "consumer stops"])
+def test_the_callers_stop_event_stays_unset_after_a_run(consume):
+    # The detectors read their stop event after the run (--linger keeps the window until Ctrl-C): the
+    # pipeline's own shutdown must not look like a Ctrl-C there.
+    stop = threading.Event()
+    run_ordered(range(10), [_jittery(s, 0.001) for s in range(2)], consume, queue_size=3, keep_latest=False,
+                stop=stop)
+    assert not stop.is_set()
+    assert _no_pipeline_threads_left()
+
+
 def test_file_handoff_is_bounded_lossless_and_in_order():
     handoff = Handoff(3, keep_latest=False)
     stop = threading.Event()

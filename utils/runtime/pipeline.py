@@ -89,6 +89,17 @@ class PipelineStats:
     worker_counts: list[int] = field(default_factory=list)  # items each worker processed
 
 
+class _AnyEvent:
+    """Set while any of its events is: the caller's stop (only read here) and the pipeline's own halt, so
+    the pipeline's shutdown never sets the caller's event (the detectors read it after the run: --linger)."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+
 class _WorkerFailed(Exception):
     def __init__(self, number: int, text: str):
         super().__init__(number)
@@ -100,7 +111,8 @@ def run_ordered(items: Iterable[Any], workers: Sequence[Callable[[Any], Any]], c
     """Run the pipeline described in the module doc; returns when every thread has finished."""
     if not workers:
         raise ValueError("at least one worker is needed")
-    stop = stop or threading.Event()
+    halt = threading.Event()
+    stop = _AnyEvent(halt, stop) if stop is not None else halt
     handoff = Handoff(queue_size, keep_latest)
     window = len(workers) if keep_latest else queue_size + len(workers)
     stats = PipelineStats(worker_counts=[0] * len(workers))
@@ -171,7 +183,7 @@ def run_ordered(items: Iterable[Any], workers: Sequence[Callable[[Any], Any]], c
                     stats.stopped_by = "consumer"
                     break
         finally:
-            stop.set()  # the reader stops at its next item
+            halt.set()  # the reader stops at its next item
             for future in pending:
                 future.cancel()
             # Also when a worker failed: the caller closes the source next, and OpenCV aborts the process
