@@ -106,6 +106,21 @@ def test_a_reused_id_is_never_shown_twice():
     assert sorted(both.track_ids.tolist()) == [1, 2]
 
 
+def test_a_duplicate_box_never_takes_a_confirmed_hands_detection():
+    """A second box on the hand starts a pending track; on the next run the hand's detection overlaps the confirmed
+    hand a little more than the pending box, and a small false box overlaps both a little. Matching all tracks at
+    once (the library's sum of IoUs: 0.81 + 0.33 < 0.79 + 0.36) gives the confirmed ID to the false box; matched
+    first, the confirmed hand keeps its own detection (the real video's third ID at N = 3)."""
+    tracker = HandTracker(FPS, smooth=False)
+    hand, duplicate = (100, 100, 200, 200), (110, 110, 190, 190)
+    assert _seen(tracker, hand, CONFIRM_RUNS + 2).track_ids.tolist() == [1]
+    tracker.update(hands(hand, duplicate), SIZE)
+    detection, false_box = (105, 105, 195, 195), (100, 100, 160, 160)
+    result = tracker.update(hands(detection, false_box), SIZE)
+    shown_as_1 = pixels(result)[result.track_ids == 1]
+    assert len(shown_as_1) == 1 and shown_as_1[0].tolist() == pytest.approx(detection, abs=0.5)
+
+
 def test_two_hands_crossing_slowly_keep_their_ids():
     tracker = HandTracker(FPS)
     # Left hand moves right, right hand moves left, at the same height: their boxes overlap mid-way.

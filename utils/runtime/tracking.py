@@ -20,6 +20,7 @@ What this module adds around the library:
   about frames the detector saw, with their time, so its Kalman filter steps over the gap and a hand
   is only "missed" when the detector ran and did not find it. In between, each hand's box is the
   library's Kalman prediction for that frame (on a copy of its filter), flagged `predicted`.
+- Confirmed hands are matched to the detections before tracks not confirmed yet (CONFIRMED_MATCH_PRIORITY).
 - IDs survive misses up to `max_miss_seconds` (1 s) of the source's time in the library; after that a
   hand that shows again near where it was lost, within REID_SECONDS, takes its old ID back; any other
   hand gets a new ID. A new hand is shown at once but gets its ID when CONFIRM_RUNS detector runs in a
@@ -68,6 +69,11 @@ REID_SECONDS = 3.0
 # video, 3 keeps the small false hands of a few frames from taking IDs (the one hand: 3 IDs at N = 1 with 1 or 2).
 CONFIRM_RUNS = 3
 REID_DISTANCE = 1.5
+# Confirmed tracks are matched first, as in ByteTrack's paper: the library matches every track at once, maximizing
+# the sum of IoUs, so a pending duplicate box (the detector's second box on the same hand) could take a confirmed
+# hand's detection and leave it the false box beside it. On the real hand video at N = 3 that handed the hand a
+# third ID. Their IoUs weigh this much more in the library's assignment.
+CONFIRMED_MATCH_PRIORITY = 1000.0
 
 
 class TrackedHands(NamedTuple):
@@ -119,6 +125,29 @@ def _smoothing_estimator(base: type) -> type:
     return Smoothed
 
 
+def _confirmed_first_iou(threshold: float):
+    """The library's IoU with the rows of confirmed tracks weighted by CONFIRMED_MATCH_PRIORITY where they reach
+    `threshold`: the library's optimal assignment then matches confirmed tracks among themselves first and pending
+    ones to the detections left (pairs under the threshold stay unmatchable). The library asks for the IoU of its
+    tracks' predictions in its `tracks` order (or of the tracks its first pass left, a subset: plain IoU then);
+    `tracker` is set once the library's tracker exists."""
+    import supervision as sv
+    from trackers.utils.iou import BaseIoU
+
+    class ConfirmedFirstIoU(BaseIoU):
+        tracker = None
+
+        def _compute(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
+            iou = sv.box_iou_batch(boxes_1, boxes_2)
+            tracks = self.tracker.tracks if self.tracker is not None else []
+            if len(tracks) != len(boxes_1):
+                return iou
+            confirmed = np.asarray([t.tracker_id >= 0 for t in tracks])[:, None]
+            return np.where(confirmed & (iou >= threshold), iou * CONFIRMED_MATCH_PRIORITY, iou)
+
+    return ConfirmedFirstIoU()
+
+
 def _make_library_tracker(algorithm: str, fps: float, max_miss_seconds: float, score_thresh: float,
                           smooth: bool):
     import trackers
@@ -132,8 +161,10 @@ def _make_library_tracker(algorithm: str, fps: float, max_miss_seconds: float, s
     # The caller already keeps only detections above its score threshold: every one of them may
     # start or continue a track (the library's defaults would ignore hands scoring under 0.6).
     if algorithm == "bytetrack":
-        return trackers.ByteTrackTracker(**common, track_activation_threshold=score_thresh,
-                                         high_conf_det_threshold=score_thresh)
+        iou = _confirmed_first_iou(MIN_TRACK_IOU)
+        iou.tracker = trackers.ByteTrackTracker(**common, track_activation_threshold=score_thresh,
+                                                high_conf_det_threshold=score_thresh, iou=iou)
+        return iou.tracker
     if algorithm == "ocsort":
         return trackers.OCSORTTracker(**common, high_conf_det_threshold=score_thresh)
     if algorithm == "sort":
