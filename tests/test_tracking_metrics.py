@@ -20,6 +20,13 @@ def test_recall_and_precision():
     assert metrics.recall([NONE], [NONE]) == 1.0
 
 
+def test_sure_boxes_keep_the_confident_reference_boxes():
+    sure = metrics.sure_boxes([np.vstack([A, B]), NONE, A], [[0.9, 0.3], [], [0.5]])
+    assert [b.tolist() for b in sure] == [A.tolist(), [], A.tolist()]
+    # the tracker that did not carry the doubtful B misses nothing the detector was sure of
+    assert metrics.recall([A, NONE, A], sure) == 1.0
+
+
 def test_id_switches_count_a_continued_box_under_another_id():
     boxes = [A, A, A + 1, A + 1, B]
     assert metrics.id_switches(boxes, [[1], [1], [2], [2], [2]]) == 1
@@ -58,8 +65,10 @@ def test_bench_tracking_table_on_the_real_video(hand_video, model_dir):
                                          repeats=1)
     assert [r.every for r in rows] == [1, 1, 2, 3, 5, 1] and all(r.frames == 40 for r in rows)
     reference = figures[rows[0].name]
-    assert reference["recall"] == reference["precision"] == 1.0 and reference["switches"] is None
+    assert reference["recall"] == reference["precision"] == reference["recall_sure"] == 1.0
+    assert reference["switches"] is None
     tracked = figures["--track --detect-every 3"]
     assert 0.5 < tracked["recall"] <= 1.0 and tracked["tracks"] >= 1
     table = bench.tracking_markdown(rows, figures, 30.0)
     assert "| --track --detect-every 5 |" in table and "Goal (shown, not asserted): N = 3" in table
+    assert "| Recall (sure) |" in table and 0.5 < tracked["recall_sure"] <= 1.0

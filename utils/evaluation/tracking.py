@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from utils.common.boxes import iou_matrix
 
 MATCH_IOU = 0.5
+SURE_SCORE = 0.5       # reference boxes scoring this much: the hands the detector is sure of (see sure_boxes)
 JITTER_WINDOW = 9      # frames of the centred moving average a box's trend is taken over (0.3 s at 30 FPS)
 
 
@@ -37,6 +38,15 @@ def recall(tracked: Sequence[np.ndarray], reference: Sequence[np.ndarray], thres
                                                                                         strict=True))
     total = sum(len(r) for r in reference)
     return found / total if total else 1.0
+
+
+def sure_boxes(boxes: Sequence[np.ndarray], scores: Sequence[Sequence[float]], min_score: float = SURE_SCORE
+               ) -> list[np.ndarray]:
+    """Each frame's boxes scoring at least `min_score`. Per-frame detection also keeps the detector's passing doubts
+    (a second box on the hand, a small false one: scores 0.2-0.4 on the hand video) that a tracker, rightly, does
+    not carry between detector runs; recall against these boxes counts the hands the detector is sure of."""
+    return [np.asarray(b, float).reshape(-1, 4)[np.asarray(s, float) >= min_score]
+            for b, s in zip(boxes, scores, strict=True)]
 
 
 def id_switches(boxes: Sequence[np.ndarray], ids: Sequence[Sequence[int]], threshold: float = MATCH_IOU) -> int:
