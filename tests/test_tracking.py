@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from utils.common.boxes import normalized_to_pixels, pixels_to_normalized
+from utils.common.errors import UserError
 from utils.evaluation import tracking as metrics
 from utils.runtime.detector import Detections
 from utils.runtime.tracking import (
@@ -185,6 +186,37 @@ def test_reset_forgets_tracks():
     assert tracker.update(hands(moving_box(3)), SIZE).track_ids.tolist() == [UNCONFIRMED]
 
 
+def _textured_frame(x: int, y: int = 150, side: int = 100) -> np.ndarray:
+    """A SIZE grey frame: flat, with a square of fixed random texture (a 'hand') at x, y."""
+    frame = np.full(SIZE[::-1], 90, np.uint8)
+    frame[y:y + side, x:x + side] = np.random.default_rng(7).integers(0, 255, (side, side), dtype=np.uint8)
+    return frame
+
+
+def test_boxes_between_detector_runs_follow_the_image():
+    """A still hand, then it moves 8 px a frame on frames the detector skips: the Kalman prediction (its velocity
+    learned as 0) keeps the box still, the optical flow of the frame moves it with the hand."""
+    hand = (200, 150, 300, 250)
+    for image in (True, False):
+        tracker = HandTracker(FPS, smooth=False)
+        for _ in range(CONFIRM_RUNS + 2):
+            tracker.update(hands(hand), SIZE, image=_textured_frame(200) if image else None)
+        for step in (1, 2):
+            result = tracker.update(None, SIZE, image=_textured_frame(200 + 8 * step) if image else None)
+            assert result.predicted.all() and result.track_ids.tolist() == [1]
+            expected = np.add(hand, [8 * step, 0, 8 * step, 0]) if image else hand
+            assert pixels(result)[0].tolist() == pytest.approx(expected, abs=1.0), (image, step)
+
+
+def test_a_blank_frame_leaves_the_box_to_the_kalman_prediction():
+    tracker = HandTracker(FPS, smooth=False)
+    blank = np.full(SIZE[::-1], 90, np.uint8)  # no corners to follow
+    for t in range(CONFIRM_RUNS + 2):
+        tracker.update(hands(moving_box(t)), SIZE, image=blank)
+    result = tracker.update(None, SIZE, image=blank)
+    assert pixels(result)[0].tolist() == pytest.approx(moving_box(CONFIRM_RUNS + 2), abs=1.5)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="fps"):
         HandTracker(0)
@@ -192,6 +224,8 @@ def test_bad_arguments():
         HandTracker(FPS, algorithm="deepsort")
     with pytest.raises(ValueError, match="detect-every"):
         detection_frames(0)
+    with pytest.raises(UserError, match="expected uint8 grey or BGR of the frame_size 640x480"):
+        HandTracker(FPS).update(None, SIZE, image=np.zeros((240, 320), np.uint8))
 
 
 # --- The real video ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
 import pytest
 
 from tests.test_detect_cli import MULTI, SINGLE, VIDEO_FRAMES, count_video_frames, read_json_lines, run_script
@@ -102,3 +103,17 @@ def test_skipped_frames_never_reach_a_worker(hand_video, model_dir):
         assert len(calls) == math.ceil(VIDEO_FRAMES / EVERY)  # the detector ran on every 3rd frame only
         records[threaded] = got
     assert records[True] == records[False]
+
+
+def test_frame_stream_gives_the_tracker_a_grey_view_of_every_frame_when_it_skips_some(hand_video):
+    from utils.runtime.loop import FrameStream
+    from utils.runtime.sources import open_source
+
+    for every, motion in ((3, True), (1, False)):
+        with open_source(hand_video) as source:
+            frames = list(FrameStream(source, 320, 240, max_frames=6, detect_every=every))
+        assert [f.detector_bgr is not None for f in frames] == [i % every == 0 for i in range(6)]
+        if motion:
+            assert all(f.motion_gray.shape == (240, 320) and f.motion_gray.dtype == np.uint8 for f in frames)
+        else:
+            assert all(f.motion_gray is None for f in frames)

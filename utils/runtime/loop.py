@@ -91,13 +91,15 @@ class FrameResult:
 class LoopFrame:
     """One frame of a FrameStream: `source.bgr` is the picture to draw on, show and write (the source
     frame, flipped if asked, at `output_size` if given); `detector_bgr` is what the detector sees
-    (--width x --height), None on frames it skips."""
+    (--width x --height), None on frames it skips; `motion_gray` the same view in grey on every frame,
+    for the tracker's optical flow (FrameStream(motion=True)), else None."""
 
     source: SourceFrame
     detector_bgr: np.ndarray | None
     source_size: tuple[int, int]    # (width, height) of the frame as the source gave it
     detector_size: tuple[int, int]  # (width, height) the detector sees
     position: int                   # 0, 1, 2... in the order the stream delivered frames
+    motion_gray: np.ndarray | None = None
 
     @property
     def index(self) -> int:
@@ -195,7 +197,7 @@ class FrameProcessor:
         frame = detected.frame
         kept = detected.detections
         if tracker is not None:
-            kept = tracker.update(kept, frame.detector_size, index=frame.position)
+            kept = tracker.update(kept, frame.detector_size, index=frame.position, image=frame.motion_gray)
         elif kept is None:
             kept = detector_utils.Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                                              np.zeros(0, np.int32))
@@ -274,16 +276,19 @@ class FrameStream:
 
     Each comes with its copy for the detector at `width` x `height` (0 for one side keeps the aspect
     ratio, both 0 the source size) on every `detect_every`th frame, and is itself kept at the source's
-    size, or fitted into `output_size` (width, height; aspect kept) for drawing, showing and writing."""
+    size, or fitted into `output_size` (width, height; aspect kept) for drawing, showing and writing.
+    `motion` (default: whenever `detect_every` > 1) adds the detector's view in grey on every frame, from
+    which the tracker moves the boxes on the frames the detector skips."""
 
     def __init__(self, source: FrameSource, width: int = 0, height: int = 0, flip: bool = False,
                  max_frames: int | None = None, warn: Callable[[str], None] = lambda message: None,
-                 output_size: tuple[int, int] | None = None, detect_every: int = 1):
+                 output_size: tuple[int, int] | None = None, detect_every: int = 1, motion: bool | None = None):
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.source, self.width, self.height, self.flip = source, width, height, flip
         self.max_frames, self.warn = max_frames, warn
         self.output_size, self.detect_every = output_size, detect_every
+        self.motion = detect_every > 1 if motion is None else motion
         self.skipped = 0
         self.delivered = 0
 
@@ -306,7 +311,10 @@ class FrameStream:
             detector_size = fit_size(*source_size, self.width, self.height)
             shown = fit_within(*source_size, self.output_size)
             detect = self.delivered % self.detect_every == 0
-            small = fit_frame(frame.bgr, *detector_size, self.flip) if detect or shown == detector_size else None
+            small = (fit_frame(frame.bgr, *detector_size, self.flip)
+                     if detect or self.motion or shown == detector_size else None)
+            # Grey before anything is drawn on `small` (it may be the picture itself).
+            gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if self.motion else None
             if shown == detector_size:
                 picture = small  # drawn on only after the detector has read it
             elif shown == source_size:
@@ -314,7 +322,7 @@ class FrameStream:
             else:
                 picture = fit_frame(frame.bgr, *shown, self.flip)
             yield LoopFrame(replace(frame, bgr=picture), small if detect else None, source_size, detector_size,
-                            self.delivered)
+                            self.delivered, gray)
             self.delivered += 1
             if self.exhausted_max_frames:
                 return
