@@ -454,8 +454,8 @@ def tracking_markdown(rows: list[TrackRow], figures: dict, fps: float) -> str:
     for row in rows:
         f = figures[row.name]
         lines.append(f"| {row.name} | {row.fps:.1f} | {row.fps / base:.2f} | {f['recall']:.3f} | "
-                     f"{f['recall_sure']:.3f} | {f['precision']:.3f} | {_dash(f['switches'])} | {_dash(f['fragmented'])} | "
-                     f"{_dash(f['tracks'])} | {f['jitter']:.2f} |")
+                     f"{f['recall_sure']:.3f} | {f['precision']:.3f} | {_dash(f['switches'])} | "
+                     f"{_dash(f['fragmented'])} | {_dash(f['tracks'])} | {f['jitter']:.2f} |")
     speedup = goal.fps / n1.fps if n1.fps else float("nan")
     lines += ["", f"Goal (shown, not asserted): N = {TRACK_GOAL_EVERY} at >= {TRACK_GOAL_SPEEDUP:g}x the FPS "
                   f"of N = 1 with recall >= {TRACK_GOAL_RECALL}: {speedup:.2f}x, recall "
