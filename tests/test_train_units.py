@@ -44,6 +44,8 @@ def test_config_defaults_file_and_overrides(tmp_path):
     ("optimization.learning_rate.type=cosine_restarts", "optimization:"),
     ("train", "expected KEY=VALUE"),
     ("train.freeze_through=block_3", "train.freeze_through must be a backbone block, one of Conv, expanded_conv, "),
+    ("loss.distillation_weight=.nan", "'loss.distillation_weight' must be a finite number, got nan"),
+    ("data.source_weights=[1, .inf]", "'data.source_weights' must be a finite number, got \\[1.0, inf\\]"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", "'")):

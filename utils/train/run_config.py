@@ -15,6 +15,7 @@ is read before MultiWorkerMirroredStrategy, which must be created before any op 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -219,6 +220,10 @@ def _leaf(hint: Any, value: Any, source: str, where: str) -> Any:
         ok = True  # anything else: tf-models-official checks it when building
     if not ok:
         raise ConfigError(f"{source}: {where!r} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        # YAML's .nan / .inf: every float setting is a rate, weight, threshold or size, none of them infinite
+        raise ConfigError(f"{source}: {where!r} must be a finite number, got {value!r}")
     return value
 
 
