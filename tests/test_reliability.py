@@ -37,9 +37,17 @@ def env() -> dict:
     return environ
 
 
+def _default_stop_signals() -> None:
+    # A test run started under `nohup` (or `cmd &`) passes ignored SIGHUP (SIGINT) on, and the scripts rightly keep
+    # a signal they were started ignoring: the child starts with the defaults a terminal would give it.
+    for number in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def start(*argv, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, env=kwargs.pop("env", env()),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=kwargs.pop("preexec_fn", _default_stop_signals), **kwargs)
 
 
 def wait_for(process: subprocess.Popen, ready) -> None:
