@@ -19,6 +19,7 @@ import pytest
 from tests.test_detect_cli import VIDEO_FRAMES, count_video_frames, read_json_lines, script_env
 from utils.runtime.demo import PICTURE_FRAMES, PICTURE_TITLE_HEIGHT, picture_frames, picture_size
 from utils.runtime.detector import BOX_COLOR_BGR
+from utils.runtime.tracking import LABEL_FONT_SCALE  # the sample is under 640 wide: the unscaled size
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path("samples") / "hand_desk_480.mp4"  # config.SAMPLE_HAND_VIDEO, as the clone names it
@@ -110,11 +111,16 @@ def test_fresh_clone_demo_picture_shows_boxes_on_hands(make_demo, fresh_clone):
         drawn = box_colored(picture[PICTURE_TITLE_HEIGHT:, columns])
         assert drawn.sum() > 200, f"tile {i} (frame {index}) shows no box"
         assert box_colored(plain[PICTURE_TITLE_HEIGHT:, columns]).sum() < drawn.sum() / 10
-        # The boxes lie where the JSON line says hands are (labels a little above them).
+        # The boxes lie where the JSON line says hands are, their labels above them (wider than a narrow box).
         near = np.zeros_like(drawn)
-        for xmin, ymin, xmax, ymax in records[index]["boxes"]:
+        record = records[index]
+        for (xmin, ymin, xmax, ymax), tid, name, score in zip(record["boxes"], record["track_ids"],
+                                                              record["class_names"], record["scores"], strict=True):
+            label = f"#{tid} {name} {score:.2f}" if tid else f"{name} {score:.2f}"
+            (text_width, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)
             x1, y1 = max(round(xmin * scale) - 4, 0), max(round(ymin * scale) - 16, 0)
-            near[y1:round(ymax * scale) + 4, x1:round(xmax * scale) + 4] = True
+            x2 = round(max(xmax, xmin + text_width) * scale) + 4
+            near[y1:round(ymax * scale) + 4, x1:x2] = True
         assert (drawn & near).sum() > 0.9 * drawn.sum()
 
 

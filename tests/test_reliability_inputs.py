@@ -278,3 +278,26 @@ def test_the_number_check_itself():
     for text in ("nan", "inf", "0", "x"):
         with pytest.raises(Exception, match="expected"):
             parse(text)
+
+
+def _detector(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "detect_single_threaded.py", "--display", "0", *argv], cwd=ROOT,
+                          capture_output=True, text=True, errors="backslashreplace", timeout=120)
+
+
+def test_a_video_name_opencv_cannot_take_is_one_line_not_a_crash(tmp_path, model_dir):
+    """OpenCV's Python binding segfaults on a path that is not valid UTF-8 (VideoCapture, VideoWriter, imwrite):
+    such a video source or --output is refused first; an image of such a name is read as bytes and works."""
+    video = tmp_path / os.fsdecode(b"clip\xff.mp4")
+    video.write_bytes(b"never opened")
+    picture = jpeg(tmp_path / os.fsdecode(b"hand\xff.jpg"))
+    for argv, option in [(["--source", str(video)], "--source"),
+                         (["--source", str(picture), "--output", str(tmp_path / os.fsdecode(b"out\xff.mp4"))],
+                          "--output")]:
+        done = _detector(*argv, "--model", str(model_dir))
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == EXIT_BAD_INPUT and len(lines) == 1, done.stderr
+        assert f"{option}: the name is not valid UTF-8" in lines[0] and "\\xff" in lines[0], lines[0]
+    done = _detector("--source", str(picture), "--model", str(model_dir), "--json", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1

@@ -207,12 +207,29 @@ def check_writable_dir(folder: Path, option: str) -> None:
         raise UserError(f"{folder}: {option} cannot be written: {reason}; choose another {option}")
 
 
+def opencv_path(path: str | os.PathLike, what: str) -> str:
+    """`path` as the str that OpenCV's file functions (VideoCapture, VideoWriter, imwrite) take. A name that is
+    not valid UTF-8 (bytes from another system's encoding) crashes the process inside OpenCV's Python binding,
+    a segfault rather than an exception: refused here with a UserError instead."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UserError(f"{shown}: {what}: the name is not valid UTF-8, which OpenCV cannot open; rename it "
+                        f"(e.g. with convmv) or give another name") from None
+    return text
+
+
 def check_output_path(path: Path, option: str, suffixes: tuple[str, ...] = (), stream_ok: bool = False) -> None:
-    """Fail before any work when the file `path` (given with `option`) cannot be written."""
+    """Fail before any work when the file `path` (given with `option`) cannot be written. With `suffixes` it is a
+    video or picture that OpenCV writes, so its name must also be one OpenCV can take (opencv_path)."""
     if is_stream_path(path):
         if stream_ok:
             return
         raise UserError(f"{path}: {option} must be a regular file (the video container needs to seek)")
+    if suffixes:
+        opencv_path(path, option)
     if suffixes and path.suffix.lower() not in suffixes:
         raise UserError(f"{path}: {option} must end in one of {', '.join(suffixes)}")
     if path.is_dir():

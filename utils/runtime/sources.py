@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.errors import UserError
+from utils.common.fileio import opencv_path
 from utils.common.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 # Stream schemes that deliver frames in real time (a reader must drop stale frames, not queue them).
@@ -214,7 +215,7 @@ def open_source(source: str | int | Path, width: int = 0, height: int = 0) -> Fr
                               f"{_WHAT_TO_PASS}")
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
-        return CaptureSource(text, live=scheme in LIVE_URL_SCHEMES)
+        return CaptureSource(opencv_path(text, "--source"), live=scheme in LIVE_URL_SCHEMES)
     path = Path(text).expanduser()
     if not path.exists() and _GLOB_CHARS.search(text):
         files = sorted((Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES),
@@ -232,8 +233,8 @@ def open_source(source: str | int | Path, width: int = 0, height: int = 0) -> Fr
                               f"{_WHAT_TO_PASS}")
         return ImageFilesSource(files, text)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFilesSource([path], text)
-    return CaptureSource(text, live=False)
+        return ImageFilesSource([path], text)  # read as bytes: any name works
+    return CaptureSource(opencv_path(text, "--source"), live=False)
 
 
 def fit_frame(bgr: np.ndarray, width: int, height: int, flip: bool = False) -> np.ndarray:
@@ -305,7 +306,7 @@ def iter_rgb_frames(source: str | Path, limit: int | None = None) -> Iterator[np
         except (OSError, zipfile.BadZipFile) as exc:
             raise SourceError(f"{path}: cannot read zip ({exc})") from exc
     elif path.suffix.lower() in VIDEO_SUFFIXES:
-        capture = cv2.VideoCapture(source)
+        capture = cv2.VideoCapture(opencv_path(source, "video"))
         if not capture.isOpened():
             raise SourceError(f"{source}: cannot open video")
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
