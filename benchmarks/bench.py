@@ -401,8 +401,9 @@ def tracking_bench(source: str, model_path: Path, width: int, height: int, max_f
     rows.append(TrackRow("--track --no-smooth", 1, False))
     for _ in range(repeats):
         for row in rows:
-            frames, seconds, row.boxes, row.ids, row.scores = run_tracked(source, processor, width, height, max_frames,
-                                                              row.every, row.smooth, row.tracked)
+            frames, seconds, row.boxes, row.ids, row.scores = run_tracked(source, processor, width, height,
+                                                                          max_frames, row.every, row.smooth,
+                                                                          row.tracked)
             if seconds < row.seconds:
                 row.frames, row.seconds = frames, seconds
             print(f"  tracking: {row.name:<36} {frames / seconds:7.1f} FPS", flush=True)

@@ -255,25 +255,23 @@ class HandTracker:
         # Tracks not confirmed yet (born on this run or an earlier one): the library gives their detection the
         # ID -1 until CONFIRM_RUNS runs in a row saw it; each is the pending track its box overlaps most.
         pending = [t for t in self._tracker.tracks if t.tracker_id < 0 and t.time_since_update == 0]
-        visible, boxes = [], []
+        visible = []
         for box, score, class_id, tid in zip(result.xyxy, result.confidence, result.class_id,
                                              result.tracker_id, strict=True):
             if tid >= 0:
                 tracklet = confirmed[int(tid)]
-                boxes.append(tracklet.get_state_bbox() if self.smooth else box)
+                shown = tracklet.get_state_bbox() if self.smooth else box
             else:
                 tracklet = _best_overlap(pending, box)
-                boxes.append(box)
-            visible.append(_Visible(tracklet, int(tid), float(score), int(class_id)))
-        self._assign_ids(visible, boxes, confirmed)
+                shown = box
+            visible.append(_Visible(tracklet, int(tid), float(score), int(class_id),
+                                    box=np.asarray(shown, np.float64)))
+        self._assign_ids(visible, confirmed)
         order = np.argsort([-v.score for v in visible], kind="stable")  # best first, as Detections
         self._visible = [visible[i] for i in order]
-        boxes = [np.asarray(boxes[i], np.float64) for i in order]
-        for v, box in zip(self._visible, boxes, strict=True):
-            v.box = box
-        return self._result(boxes, self._visible, False, width, height)
+        return self._result(self._visible, False, width, height)
 
-    def _assign_ids(self, visible: list["_Visible"], boxes: list, confirmed: dict) -> None:
+    def _assign_ids(self, visible: list["_Visible"], confirmed: dict) -> None:
         """Public IDs: a known library track keeps its own; a newly confirmed one takes the nearest
         hand lost within REID_SECONDS (see REID_DISTANCE), else the next free ID."""
         known = [k for k, v in enumerate(visible) if v.library_id in self._public]
@@ -282,7 +280,7 @@ class HandTracker:
             visible[k].track_id = self._public[visible[k].library_id]
         shown = {visible[k].track_id for k in known}
         for k in fresh:
-            box = np.asarray(boxes[k], np.float64)
+            box = visible[k].box
             lost = [(pid, seen) for pid, seen in self._seen.items() if pid not in shown
                     and self._frame - seen.frame <= self._reid_frames and _near(seen.box, box)]
             if lost:
@@ -293,9 +291,9 @@ class HandTracker:
             self._public[visible[k].library_id] = pid
             visible[k].track_id = pid
             shown.add(pid)
-        for v, box in zip(visible, boxes, strict=True):
+        for v in visible:
             if v.track_id != UNCONFIRMED:
-                self._seen[v.track_id] = _Seen(self._frame, np.asarray(box, np.float64))
+                self._seen[v.track_id] = _Seen(self._frame, v.box)
 
     def _retire(self, pid: int, confirmed: dict) -> None:
         """The library tracks that held public ID `pid` before it moved to a new track: dropped, so that
@@ -311,7 +309,6 @@ class HandTracker:
         shown = [v for v in self._visible if v.tracklet is not None and id(v.tracklet) in alive]
         steps = float(self._frame - self._last_detected_frame)
         flow = gray is not None and self._last_gray is not None
-        boxes = []
         for seen in shown:
             box = _flow_moved(seen.box, self._last_gray, gray) if flow and seen.box is not None else None
             if box is None:
@@ -321,14 +318,14 @@ class HandTracker:
                 estimator.predict(steps, self.fps)
                 box = np.asarray(estimator.state_to_bbox(), np.float64)
             seen.box = box
-            boxes.append(box)
-        return self._result(boxes, shown, True, width, height)
+        return self._result(shown, True, width, height)
 
     @staticmethod
-    def _result(boxes: list, shown: list["_Visible"], predicted: bool, width: int, height: int) -> TrackedHands:
+    def _result(shown: list["_Visible"], predicted: bool, width: int, height: int) -> TrackedHands:
+        """The hands `shown`, at their `box`."""
         if not shown:
             return TrackedHands.empty()
-        pixels = np.asarray(boxes, np.float64).reshape(-1, 4)
+        pixels = np.asarray([v.box for v in shown], np.float64).reshape(-1, 4)
         pixels[:, [0, 2]] = np.sort(pixels[:, [0, 2]], axis=1)  # a prediction may invert a box
         pixels[:, [1, 3]] = np.sort(pixels[:, [1, 3]], axis=1)
         return TrackedHands(pixels_to_normalized(pixels, width, height).astype(np.float32),
